@@ -1,0 +1,78 @@
+"""The one small interface every encoder implements, plus the shared pooling over frames."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+POOLINGS = ("mean", "meanstd", "gem")
+
+
+@dataclass
+class FrameOutput:
+    """Frame-level features for a batch: frames [B, T, D], mask [B, T] (True = holds audio)."""
+
+    frames: np.ndarray
+    mask: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-clip [B, K] side outputs
+
+
+def pool_frames(frames: np.ndarray, mask: np.ndarray, pooling: str = "mean", p: float = 3.0) -> np.ndarray:
+    """Pool [B, T, D] frames over the masked time axis so padding never leaks into the clip vector."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    m = mask.astype(np.float32)[..., None]
+    n = np.maximum(m.sum(axis=1), 1.0)
+    mean = (frames * m).sum(axis=1) / n
+    if pooling == "mean":
+        return mean.astype(np.float32)
+    if pooling == "meanstd":
+        var = (((frames - mean[:, None, :]) ** 2) * m).sum(axis=1) / n
+        return np.concatenate([mean, np.sqrt(var)], axis=1).astype(np.float32)
+    shifted = frames - frames.min(axis=(0, 1), keepdims=True) + 1e-6  # GeM needs non-negative inputs
+    gem = ((shifted**p) * m).sum(axis=1) / n
+    return (gem ** (1.0 / p)).astype(np.float32)
+
+
+class Encoder:
+    """Batch of mono float32 waveforms at `sample_rate` -> clip embeddings [B, dim]."""
+
+    name: str = ""
+    sample_rate: int = 16000
+    frame_dim: int = 0  # dimension of one frame before pooling
+    supports_text: bool = False
+    text_space: str | None = None  # "clap" when embed_text shares the audio space
+    checkpoint: str | None = None
+    pooling: str = "mean"
+
+    @property
+    def dim(self) -> int:
+        """Clip embedding size after pooling."""
+        return self.frame_dim * (2 if self.pooling == "meanstd" else 1)
+
+    def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
+        """Frame-level features; encoders with only a clip vector return T=1."""
+        raise NotImplementedError
+
+    def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Pooled embedding plus any side outputs (e.g. tag scores), one row per clip."""
+        out = self.embed_frames(batch)
+        return {"embedding": pool_frames(out.frames, out.mask, self.pooling), **out.extras}
+
+    def embed_audio(self, batch: list[np.ndarray]) -> np.ndarray:
+        """Clip embeddings [B, dim] float32 (not normalised; the index normalises)."""
+        return self.embed_batch(batch)["embedding"]
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Text embeddings in the audio space, for audio-text models only."""
+        raise NotImplementedError(f"encoder {self.name!r} has no text tower")
+
+    def describe(self) -> dict:
+        """What index.json records about this encoder."""
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "sample_rate": self.sample_rate,
+            "dim": self.dim,
+            "pooling": self.pooling,
+        }

@@ -1,0 +1,174 @@
+"""The index folder on disk: Parquet shards (source of truth), index.json, errors log, write lock."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import IndexFormatError, IndexLockedError
+
+FORMAT_VERSION = 1
+META_COLUMNS = ["id", "path", "sha256", "offset_s", "duration_s", "sample_rate", "label", "metadata"]
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def shard_schema(dim: int, extras: dict[str, int]) -> pa.Schema:
+    """One row per clip or window; extras are side outputs such as YAMNet's tag scores."""
+    fields = [
+        pa.field("id", pa.int64()),
+        pa.field("path", pa.string()),
+        pa.field("sha256", pa.string()),
+        pa.field("offset_s", pa.float64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("label", pa.string()),
+        pa.field("metadata", pa.string()),
+        pa.field("embedding", pa.list_(pa.float32(), dim)),
+    ]
+    fields += [pa.field(name, pa.list_(pa.float32(), k)) for name, k in sorted(extras.items())]
+    return pa.schema(fields)
+
+
+class IndexDir:
+    """Paths and low-level reads/writes of one index folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.shards_dir = self.root / "shards"
+        self.info_path = self.root / "index.json"
+        self.faiss_path = self.root / "faiss.index"
+        self.errors_path = self.root / "errors.jsonl"
+        self.lock_path = self.root / ".lock"
+
+    def exists(self) -> bool:
+        return self.info_path.exists()
+
+    def read_info(self) -> dict:
+        if not self.info_path.exists():
+            raise IndexFormatError(f"{self.root}: not an index folder (no index.json); build one with `simsearch index`")
+        try:
+            info = json.loads(self.info_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise IndexFormatError(f"{self.info_path}: unreadable ({e}); rebuild the index") from None
+        for key in ("encoder", "dim", "metric"):
+            if key not in info:
+                raise IndexFormatError(f"{self.info_path}: missing '{key}'; rebuild the index")
+        return info
+
+    def write_info(self, info: dict) -> None:
+        atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def shard_paths(self) -> list[Path]:
+        """Finished shards in write order (names are zero-padded sequence numbers)."""
+        return sorted(self.shards_dir.glob("shard-*.parquet")) if self.shards_dir.exists() else []
+
+    def next_shard_path(self) -> Path:
+        shards = self.shard_paths()
+        seq = int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
+        return self.shards_dir / f"shard-{seq:06d}.parquet"
+
+    def write_shard(self, table: pa.Table, path: Path | None = None) -> Path:
+        path = path or self.next_shard_path()
+        atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
+        return path
+
+    def read_shard(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return pq.read_table(path, columns=columns)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise IndexFormatError(f"{path}: corrupt shard ({e}); delete it and re-run `simsearch index` "
+                                   "to re-embed its files") from None
+
+    def live_rows(self, columns: list[str] | None = None) -> pa.Table:
+        """All rows, where a path that occurs in several shards keeps only its newest shard's rows."""
+        tables, owner = [], {}
+        shards = self.shard_paths()
+        for i, p in enumerate(shards):
+            for path in self.read_shard(p, ["path"]).column("path").to_pylist():
+                owner[path] = i
+        for i, p in enumerate(shards):
+            t = self.read_shard(p, columns if columns is None or "path" in columns else columns + ["path"])
+            keep = np.fromiter((owner[x] == i for x in t.column("path").to_pylist()), bool, t.num_rows)
+            t = t.filter(pa.array(keep)) if not keep.all() else t
+            tables.append(t.select(columns) if columns else t)
+        if not tables:
+            return pa.table({c: [] for c in (columns or META_COLUMNS)})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def drop_paths(self, paths: set[str], keep_newest: bool = False) -> int:
+        """Rewrite shards without rows of these paths (each shard swapped atomically); returns rows dropped."""
+        dropped = 0
+        shards = self.shard_paths()
+        newest: dict[str, Path] = {}
+        if keep_newest:
+            for p in shards:
+                for path in set(self.read_shard(p, ["path"]).column("path").to_pylist()) & paths:
+                    newest[path] = p
+        for p in shards:
+            t = self.read_shard(p)
+            col = t.column("path").to_pylist()
+            drop = np.fromiter((x in paths and newest.get(x) != p for x in col), bool, len(col))
+            if not drop.any():
+                continue
+            dropped += int(drop.sum())
+            if drop.all():
+                p.unlink()
+            else:
+                self.write_shard(t.filter(pa.array(~drop)), p)
+        return dropped
+
+    def remove_stale_temp_files(self) -> None:
+        """Temp files left by a killed job are never valid data."""
+        for d in (self.root, self.shards_dir):
+            if d.exists():
+                for tmp in d.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive write lock; a second writer fails at once instead of corrupting the folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexLockedError(f"{self.root}: another job is writing this index; wait for it to finish") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            os.close(fd)
