@@ -14,7 +14,7 @@ import soundfile as sf
 from .errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
-MIN_DURATION_S = 0.05  # shorter than this holds no usable sound for any encoder here
+MIN_DURATION_S = 0.01  # shorter than this holds no usable sound (a 20 ms click still counts)
 SILENCE_PEAK = 1e-6
 
 
@@ -25,6 +25,7 @@ class Window:
     offset_s: float
     duration_s: float
     samples: np.ndarray
+    source_rate: int = 0  # the file's own sample rate, kept as metadata
 
 
 def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
@@ -106,7 +107,7 @@ def iter_windows(path: str | Path, sample_rate: int, window_s: float = 10.0, hop
             mono = to_mono(data)
             check_samples(mono, str(path))
             peak = max(peak, float(np.abs(mono).max()))
-            yield Window(start / sr, len(mono) / sr, resample(mono, sr, sample_rate))
+            yield Window(start / sr, len(mono) / sr, resample(mono, sr, sample_rate), sr)
         if peak < SILENCE_PEAK:
             raise AudioError(str(path), "is silent (all samples are zero)")
 
@@ -147,7 +148,7 @@ def decode(source: Any, sample_rate: int) -> np.ndarray:
 def split_windows(x: np.ndarray, sample_rate: int, window_s: float, hop_s: float | None = None) -> list[Window]:
     """Cut an in-memory waveform the same way iter_windows cuts a file."""
     hop_s = window_s if hop_s is None else hop_s
-    return [Window(s / sample_rate, n / sample_rate, x[s:s + n])
+    return [Window(s / sample_rate, n / sample_rate, x[s:s + n], sample_rate)
             for s, n in window_starts(len(x), sample_rate, window_s, hop_s)]
 
 

@@ -44,6 +44,7 @@ class Encoder:
     text_space: str | None = None  # "clap" when embed_text shares the audio space
     checkpoint: str | None = None
     pooling: str = "mean"
+    min_seconds: float = 0.1  # clicks shorter than this are zero-padded so every front end gets whole frames
 
     @property
     def dim(self) -> int:
@@ -56,6 +57,8 @@ class Encoder:
 
     def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Pooled embedding plus any side outputs (e.g. tag scores), one row per clip."""
+        n = int(self.min_seconds * self.sample_rate)
+        batch = [x if len(x) >= n else np.pad(x, (0, n - len(x))) for x in batch]
         out = self.embed_frames(batch)
         return {"embedding": pool_frames(out.frames, out.mask, self.pooling), **out.extras}
 

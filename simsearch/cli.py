@@ -1,0 +1,163 @@
+"""The `simsearch` command line: index, search, info, encoders, rebuild (+ commands other modules register)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from .errors import SimsearchError
+
+# Modules that add their own sub-commands with `register(subparsers)`.
+COMMAND_MODULES: list[str] = []
+
+
+def _print_results(results: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s")} for r in results], indent=2))
+        return
+    for r in results:
+        where = f" @{r['offset_s']:.1f}s" if r["offset_s"] else ""
+        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .indexer import IndexOptions, run_index
+
+    opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
+                        batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
+                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer,
+                        num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration,
+                        progress=not args.quiet)
+    summary = run_index(args.src, args.out, opts)
+    for e in summary.error_list[:20]:
+        print(f"error: {e['path']}: {e['reason']}", file=sys.stderr)
+    if len(summary.error_list) > 20:
+        print(f"... and {len(summary.error_list) - 20} more (see {args.out}/errors.jsonl)", file=sys.stderr)
+    print(summary.line())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .index import Index
+
+    index = Index.open(args.dir, device=args.device)
+    results = index.search(audio=args.audio, text=args.text, k=args.k)
+    _print_results(results, args.json)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .store import IndexDir
+
+    d = IndexDir(args.dir)
+    info = d.read_info()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    e = info["encoder"]
+    print(f"index      {d.root}")
+    print(f"encoder    {e['name']}  checkpoint={e.get('checkpoint')}  pooling={e.get('pooling')}  {e.get('options') or ''}")
+    print(f"dim        {info['dim']}  metric={info['metric']}  faiss={info.get('faiss', {}).get('type')}")
+    print(f"windows    {info.get('window_s')} s, hop {info.get('hop_s')} s")
+    print(f"counts     {info['counts']['files']} files, {info['counts']['rows']} rows")
+    print(f"extras     {', '.join(info.get('extras', [])) or '-'}")
+    print(f"updated    {info.get('updated_at')}  (created {info.get('created_at')})")
+    return 0
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from .encoders import SPECS, offline_available
+
+    rows = [{"name": s.name, "sample_rate": s.sample_rate, "dim": s.dim, "text": s.text,
+             "default_checkpoint": s.default_checkpoint, "offline_here": offline_available(s), "summary": s.summary}
+            for s in SPECS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<22}{'rate':>7}{'dim':>7}  {'text':<5} {'offline':<8} default checkpoint / notes")
+    for r in rows:
+        dim = r["dim"] if r["dim"] is not None else "ckpt"
+        print(f"{r['name']:<22}{r['sample_rate']:>7}{dim:>7}  {'yes' if r['text'] else 'no':<5} "
+              f"{'yes' if r['offline_here'] else 'no':<8} {r['default_checkpoint'] or '-'}: {r['summary']}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from .indexer import rebuild
+    from .store import IndexDir
+
+    d = IndexDir(args.dir)
+    with d.lock():
+        n = rebuild(d)
+    print(f"rebuilt {d.faiss_path} from the shards: {n} rows")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="simsearch", description="Audio embedding index and similarity search.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("index", help="embed a folder or manifest into an index folder (resumable)")
+    s.add_argument("src", help="folder of audio (walked recursively) or a .csv/.parquet manifest with a 'path' column")
+    s.add_argument("--out", required=True, help="index folder, e.g. indexes/NAME")
+    s.add_argument("--encoder", default="yamnet", help="encoder name (see `simsearch encoders`); default yamnet")
+    s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
+    s.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--window", type=float, help="window length in seconds for long recordings (default 10)")
+    s.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: window)")
+    s.add_argument("--label-regex", help="take labels from file names: first group of this regex, e.g. '^(\\d)_'")
+    s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
+    s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
+    s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
+    s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")
+    s.add_argument("--strict", action="store_true", help="stop at the first bad file")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="nearest clips to an audio file or a text query")
+    s.add_argument("dir", help="index folder")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--audio", help="query clip")
+    q.add_argument("--text", help="text query (CLAP or YAMNet-tag indexes)")
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("info", help="what an index holds")
+    s.add_argument("dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("encoders", help="list the encoders and whether their weights are here")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_encoders)
+
+    s = sub.add_parser("rebuild", help="rebuild faiss.index and index.json from the Parquet shards")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_rebuild)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except SimsearchError as e:
+        print(f"simsearch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("simsearch: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

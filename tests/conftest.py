@@ -1,0 +1,46 @@
+"""Shared fixtures: generated signals written to disk, and the path to the shared real data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tone(freq: float, seconds: float = 1.0, sr: int = 16000, amp: float = 0.5, seed: int = 0,
+         noise: float = 0.01) -> np.ndarray:
+    """A sine with a little noise so no two generated clips are bit-identical."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    return (amp * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def noise(seconds: float = 1.0, sr: int = 16000, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+    return (amp * np.random.default_rng(seed).standard_normal(int(seconds * sr))).astype(np.float32)
+
+
+def write(path: Path, x: np.ndarray, sr: int = 16000, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x, sr, **kw)
+    return path
+
+
+@pytest.fixture
+def class_folder(tmp_path: Path) -> Path:
+    """Three classes in sub-folders: low tones, high tones, noise bursts; four clips each, mixed rates."""
+    root = tmp_path / "corpus"
+    for i in range(4):
+        write(root / "low" / f"low{i}.wav", tone(220 + 5 * i, 1.0 + 0.2 * i, 16000, seed=i), 16000)
+        write(root / "high" / f"high{i}.flac", tone(3000 + 40 * i, 1.2, 44100, seed=10 + i), 44100)
+        write(root / "noise" / f"noise{i}.wav", noise(0.8 + 0.1 * i, 22050, seed=20 + i), 22050)
+    return root
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
