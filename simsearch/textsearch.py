@@ -31,10 +31,10 @@ def search_text(index: "Index", text: str, k: int = 10) -> list[dict]:
     if mode == "clap":
         return index.search_vector(index.encoder.embed_text([text])[0], k)
     if mode == "tags":
-        from .encoders.yamnet import class_names
+        from .encoders.yamnet import load_class_names
         from .text import rank_by_tags
 
-        order, scores = rank_by_tags(text, index.extras["tag_scores"], class_names(), k)
+        order, scores = rank_by_tags(text, index.extras["tag_scores"], load_class_names(), k)
         return index.records(index.rows.index.to_numpy()[order], scores)
     raise SimsearchError(f"this index was built with encoder {index.info['encoder']['name']!r}, which has no text "
                          f"space; text search works with indexes built with: {', '.join(TEXT_ENCODERS)}")
