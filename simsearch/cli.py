@@ -90,7 +90,13 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
     d = IndexDir(args.dir)
     with d.lock():
+        d.remove_stale_temp_files()
+        bad = d.quarantine_corrupt()
+        d.compact()
         n = rebuild(d)
+    for p in bad:
+        print(f"set aside corrupt shard {p}; run `simsearch index` on the source again to re-embed its files",
+              file=sys.stderr)
     print(f"rebuilt {d.faiss_path} from the shards: {n} rows")
     return 0
 

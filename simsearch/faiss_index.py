@@ -28,6 +28,11 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str = "flat") -> faiss.Ind
     return index
 
 
+def ids(index: faiss.Index) -> np.ndarray:
+    """The row ids an ID-mapped index holds."""
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
 def save(index: faiss.Index, path: Path) -> None:
     """Serialise and swap in atomically, so a reader never loads half an index."""
     data = faiss.serialize_index(index)

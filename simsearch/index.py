@@ -1,6 +1,7 @@
 """Open an index folder and search it by example clip, by vector, or by text."""
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,36 @@ class Index:
 
     def __init__(self, root: str | Path, device: str = "auto"):
         self.dir = IndexDir(root)
-        self.info = self.dir.read_info()
         self.device = device
         self._encoder: Encoder | None = None
-        self.faiss = faiss_index.load(self.dir.faiss_path)
-        rows = self.dir.live_rows(META_COLUMNS).to_pandas()
-        self.rows = rows.set_index("id", drop=False)
-        if self.faiss.ntotal != len(self.rows):
-            raise IndexFormatError(f"{root}: faiss.index has {self.faiss.ntotal} vectors but the shards hold "
-                                   f"{len(self.rows)} rows; run `simsearch rebuild {root}`")
-        if self.faiss.d != self.info["dim"]:
-            raise IndexFormatError(f"{root}: faiss.index is {self.faiss.d}-d but index.json says {self.info['dim']}; "
+        self._load_snapshot()
+
+    def _load_snapshot(self, attempts: int = 50) -> None:
+        """Load index.json, its committed shards and faiss.index as one consistent state.
+
+        A writer may commit while we read; if index.json's generation moved or a listed shard vanished,
+        read again, so a search sees the old state or the new one, never a mix.
+        """
+        for attempt in range(attempts):
+            info = self.dir.read_info()
+            try:
+                index = faiss_index.load(self.dir.faiss_path)
+                rows = self.dir.live_rows(META_COLUMNS, info.get("shards")).to_pandas()
+            except FileNotFoundError:
+                time.sleep(0.1)
+                continue
+            if self.dir.read_info().get("generation") == info.get("generation"):
+                break
+            time.sleep(0.05)
+        else:
+            raise IndexFormatError(f"{self.dir.root}: the index kept changing while loading; try again")
+        self.info, self.faiss, self.rows = info, index, rows.set_index("id", drop=False)
+        root = self.dir.root
+        if index.ntotal != len(rows) or not np.array_equal(np.sort(faiss_index.ids(index)), np.sort(rows["id"])):
+            raise IndexFormatError(f"{root}: faiss.index holds {index.ntotal} vectors that do not match the "
+                                   f"{len(rows)} rows of the shards; run `simsearch rebuild {root}`")
+        if index.d != info["dim"]:
+            raise IndexFormatError(f"{root}: faiss.index is {index.d}-d but index.json says {info['dim']}; "
                                    f"run `simsearch rebuild {root}`")
 
     @classmethod
@@ -54,14 +74,14 @@ class Index:
         names = self.info.get("extras", [])
         if not names:
             return {}
-        t = self.dir.live_rows(["id", *names])
+        t = self.dir.live_rows(["id", *names], self.info.get("shards"))
         order = pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)
         return {n: np.asarray(t.column(n).combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)[order]
                 for n in names}
 
     def embeddings(self) -> np.ndarray:
         """All stored embeddings [N, dim], L2-normalised, in self.rows order."""
-        t = self.dir.live_rows(["id", "embedding"])
+        t = self.dir.live_rows(["id", "embedding"], self.info.get("shards"))
         order = pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)
         x = np.asarray(t.column("embedding").combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)
         return faiss_index.normalize(x[order])

@@ -198,8 +198,8 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
                 gone = {p for p in done if (p.startswith(root) or p.startswith(str(src_path.absolute()) + "/"))
                         and p not in present}
             summary.indexed = _embed_files(d, enc, todo, shas, options, next_id, errors)
-            d.drop_paths(changed, keep_newest=True)
-            d.drop_paths(gone | {e["path"] for e in errors.entries if e["path"] in done})
+            # Changed files' old rows are shadowed by their new shard; compaction removes them with the rest.
+            d.compact(gone | {e["path"] for e in errors.entries if e["path"] in done})
             summary.removed = len(gone)
         finally:
             errors.close()
@@ -305,6 +305,8 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
         "counts": {"rows": table.num_rows, "files": len(set(table.column("path").to_pylist()))},
         "extras": extras,
         "versions": _versions(),
+        "shards": [p.name for p in d.shard_paths()],  # the committed set readers load (see Index.open)
+        "generation": int(info.get("generation", 0)) + 1,
     })
     new.setdefault("created_at", now)
     if enc_record is not None:

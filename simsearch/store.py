@@ -91,8 +91,10 @@ class IndexDir:
     def write_info(self, info: dict) -> None:
         atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
-    def shard_paths(self) -> list[Path]:
-        """Finished shards in write order (names are zero-padded sequence numbers)."""
+    def shard_paths(self, names: list[str] | None = None) -> list[Path]:
+        """Shards in write order (zero-padded sequence numbers); `names` restricts to a committed list."""
+        if names is not None:
+            return [self.shards_dir / n for n in sorted(names)]
         return sorted(self.shards_dir.glob("shard-*.parquet")) if self.shards_dir.exists() else []
 
     def next_shard_path(self) -> Path:
@@ -108,18 +110,25 @@ class IndexDir:
     def read_shard(self, path: Path, columns: list[str] | None = None) -> pa.Table:
         try:
             return pq.read_table(path, columns=columns)
+        except FileNotFoundError:
+            raise
         except (pa.ArrowInvalid, OSError) as e:
-            raise IndexFormatError(f"{path}: corrupt shard ({e}); delete it and re-run `simsearch index` "
-                                   "to re-embed its files") from None
+            raise IndexFormatError(f"{path}: corrupt shard ({e}); run `simsearch rebuild {self.root}` to set it "
+                                   "aside, then `simsearch index` again to re-embed its files") from None
 
-    def live_rows(self, columns: list[str] | None = None) -> pa.Table:
-        """All rows, where a path that occurs in several shards keeps only its newest shard's rows."""
-        tables, owner = [], {}
-        shards = self.shard_paths()
+    def _owners(self, shards: list[Path]) -> dict[str, int]:
+        """path -> position of the newest shard holding it (a re-embedded file shadows its older rows)."""
+        owner = {}
         for i, p in enumerate(shards):
             for path in self.read_shard(p, ["path"]).column("path").to_pylist():
                 owner[path] = i
-        for i, p in enumerate(shards):
+        return owner
+
+    def live_rows(self, columns: list[str] | None = None, shards: list[str] | None = None) -> pa.Table:
+        """All rows of the given (default: all) shards; a path in several shards keeps its newest shard's rows."""
+        paths = self.shard_paths(shards)
+        owner, tables = self._owners(paths), []
+        for i, p in enumerate(paths):
             t = self.read_shard(p, columns if columns is None or "path" in columns else columns + ["path"])
             keep = np.fromiter((owner[x] == i for x in t.column("path").to_pylist()), bool, t.num_rows)
             t = t.filter(pa.array(keep)) if not keep.all() else t
@@ -128,27 +137,39 @@ class IndexDir:
             return pa.table({c: [] for c in (columns or META_COLUMNS)})
         return pa.concat_tables(tables, promote_options="default")
 
-    def drop_paths(self, paths: set[str], keep_newest: bool = False) -> int:
-        """Rewrite shards without rows of these paths (each shard swapped atomically); returns rows dropped."""
-        dropped = 0
+    def compact(self, drop: set[str] = frozenset()) -> int:
+        """Remove rows of `drop` and rows shadowed by newer shards; returns rows removed.
+
+        A shard that changes is written under a new sequence number before the old file goes, so a
+        reader holding the last committed shard list either finds the old file or retries; no file
+        that index.json lists is ever modified in place.
+        """
         shards = self.shard_paths()
-        newest: dict[str, Path] = {}
-        if keep_newest:
-            for p in shards:
-                for path in set(self.read_shard(p, ["path"]).column("path").to_pylist()) & paths:
-                    newest[path] = p
-        for p in shards:
-            t = self.read_shard(p)
-            col = t.column("path").to_pylist()
-            drop = np.fromiter((x in paths and newest.get(x) != p for x in col), bool, len(col))
-            if not drop.any():
+        owner, removed = self._owners(shards), 0
+        for i, p in enumerate(shards):
+            col = self.read_shard(p, ["path"]).column("path").to_pylist()
+            gone = np.fromiter((x in drop or owner[x] != i for x in col), bool, len(col))
+            if not gone.any():
                 continue
-            dropped += int(drop.sum())
-            if drop.all():
-                p.unlink()
-            else:
-                self.write_shard(t.filter(pa.array(~drop)), p)
-        return dropped
+            removed += int(gone.sum())
+            if not gone.all():
+                self.write_shard(self.read_shard(p).filter(pa.array(~gone)))
+            p.unlink()
+        return removed
+
+    def quarantine_corrupt(self) -> list[Path]:
+        """Move shards that cannot be read to shards/corrupt/, so the rest stays usable; returns them."""
+        bad = []
+        for p in self.shard_paths():
+            try:
+                pq.read_metadata(p)
+                pq.read_table(p, columns=["id", "path"])
+            except (pa.ArrowInvalid, OSError):
+                dest = self.shards_dir / "corrupt" / p.name
+                dest.parent.mkdir(exist_ok=True)
+                os.replace(p, dest)
+                bad.append(dest)
+        return bad
 
     def remove_stale_temp_files(self) -> None:
         """Temp files left by a killed job are never valid data."""
