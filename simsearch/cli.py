@@ -28,7 +28,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer,
-                        num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration,
+                        num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
                         progress=not args.quiet)
     summary = run_index(args.src, args.out, opts)
     for e in summary.error_list[:20]:
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")
     s.add_argument("--strict", action="store_true", help="stop at the first bad file")
+    s.add_argument("--shard-rows", type=int, default=2048, help=argparse.SUPPRESS)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_index)
 

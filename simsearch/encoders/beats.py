@@ -25,7 +25,7 @@ class BeatsEncoder(Encoder):
                  pooling: str = "mean", layer: int | None = None):
         import torch
 
-        from .beats_model import load_beats_checkpoint, min_samples
+        from .beats_model import load_beats_checkpoint, min_samples, resolve_checkpoint_path
 
         if pooling not in POOLINGS:
             raise SimsearchError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
@@ -33,8 +33,9 @@ class BeatsEncoder(Encoder):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise SimsearchError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
-        model, cfg, label_dict = load_beats_checkpoint(checkpoint)
-        self.checkpoint = str(checkpoint)
+        path = resolve_checkpoint_path(checkpoint).resolve()
+        model, cfg, label_dict = load_beats_checkpoint(path)
+        self.checkpoint = str(path)  # absolute, so an index reopened from elsewhere finds it
         self.cfg, self.label_dict = cfg, label_dict
         n = cfg.encoder_layers
         if layer is not None:

@@ -5,9 +5,10 @@ checkpoints (``BEATs_iter3.pt``, ``BEATs_iter3_plus_AS2M.pt``, ...), which are p
 
     {"cfg": {...hyper-parameters...}, "model": state_dict, "label_dict": {...}}   # label_dict: fine-tuned only
 
-Layout of the model (official key prefixes in brackets):
+Layout of the model (official key prefixes in double backticks):
 
-* front end: 16 kHz waveform * 2**15 -> Kaldi log-mel fbank (128 bins, 25 ms / 10 ms) -> (fbank - 15.41663) / (2 * 6.55582)
+* front end: 16 kHz waveform * 2**15 -> Kaldi log-mel fbank (128 bins, 25 ms / 10 ms)
+  -> (fbank - 15.41663) / (2 * 6.55582)
 * ``patch_embedding``: Conv2d over the [time, mel] image with 16x16 patches, flattened time-major:
   sequence index = time_patch * 8 + mel_patch
 * ``layer_norm`` (over embed_dim), optional ``post_extract_proj`` (embed_dim -> encoder_embed_dim)
@@ -333,6 +334,17 @@ class TransformerLayer(nn.Module):
         return self.final_layer_norm(x * self.alpha + self._ffn(x)), pos_bias
 
 
+def _share_bias_table_on_load(module, state_dict, prefix, *args) -> None:
+    """All layers hold one table: load layer 0's copy everywhere (fills it in if a file keeps only layer 0's)."""
+    if not module.relative_position_embedding:
+        return
+    first = f"{prefix}layers.0.self_attn.relative_attention_bias.weight"
+    if first not in state_dict:
+        return
+    for i in range(1, len(module.layers)):
+        state_dict[f"{prefix}layers.{i}.self_attn.relative_attention_bias.weight"] = state_dict[first]
+
+
 class TransformerEncoder(nn.Module):
     def __init__(self, cfg: BEATsConfig):
         super().__init__()
@@ -347,26 +359,15 @@ class TransformerEncoder(nn.Module):
                 layer.self_attn.relative_attention_bias = shared
         self.layer_norm = nn.LayerNorm(d)
         self.relative_position_embedding = cfg.relative_position_embedding
-        self.register_load_state_dict_pre_hook(self._share_bias_table_on_load)
+        self.register_load_state_dict_pre_hook(_share_bias_table_on_load)
 
-    def _share_bias_table_on_load(self, module, state_dict, prefix, *args) -> None:
-        """All layers hold one table: load layer 0's copy everywhere (fills it in if a file keeps only layer 0's)."""
-        if not self.relative_position_embedding:
-            return
-        first = f"{prefix}layers.0.self_attn.relative_attention_bias.weight"
-        if first not in state_dict:
-            return
-        for i in range(1, len(self.layers)):
-            state_dict[f"{prefix}layers.{i}.self_attn.relative_attention_bias.weight"] = state_dict[first]
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, layer: int | None = None,
+                need_final: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """x [B, L, D], padding_mask [B, L] (True = padding).
 
         Returns (final, chosen): final is the model output (after encoder.layer_norm for pre-LN models);
         chosen is hidden state ``layer`` (0 = input to the first layer, k = output of layer k), or None.
-        When chosen is all that is needed, pass it and read only the second value (layers after it still run
-        only if ``layer`` is the last one).
+        With need_final=False the layers after ``layer`` are skipped and final is None.
         """
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
@@ -376,9 +377,13 @@ class TransformerEncoder(nn.Module):
         chosen = x if layer == 0 else None
         pos_bias = None
         for i, blk in enumerate(self.layers, start=1):
+            if chosen is not None and not need_final:
+                return None, chosen
             x, pos_bias = blk(x, padding_mask, pos_bias)
             if layer == i:
                 chosen = x
+        if chosen is not None and not need_final:
+            return None, chosen
         if self.layer_norm_first:
             x = self.layer_norm(x)
         return x, chosen
@@ -455,7 +460,8 @@ class BEATs(nn.Module):
                 padding_mask = None
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
-        final, chosen = self.encoder(x, padding_mask, layer)
+        final, chosen = self.encoder(x, padding_mask, layer,
+                                     need_final=layer is None or self.predictor is not None)
         probs = None
         if self.predictor is not None:
             logits = self.predictor(final).float()
@@ -482,7 +488,9 @@ def _looks_like_hub_id(s: str) -> bool:
     return bool(_HUB_ID.match(s)) and not s.lower().endswith((".pt", ".pth", ".ckpt", ".bin"))
 
 
-def _resolve_path(checkpoint: str | os.PathLike | None) -> Path:
+def resolve_checkpoint_path(checkpoint: str | os.PathLike | None) -> Path:
+    """The .pt file a --checkpoint value names (a folder holding exactly one .pt also works), or a
+    ModelNotFoundError that says how to get one."""
     if checkpoint is None or str(checkpoint).strip() == "":
         raise ModelNotFoundError(f"BEATs needs a local checkpoint file: {CHECKPOINT_HELP}")
     s = str(checkpoint)
@@ -515,7 +523,7 @@ def load_beats_checkpoint(path: str | os.PathLike | None) -> tuple[BEATs, BEATsC
     Raises ModelNotFoundError when the file is missing, is not a PyTorch checkpoint, or is not a BEATs
     checkpoint (saying which keys are missing or unexpected).
     """
-    p = _resolve_path(path)
+    p = resolve_checkpoint_path(path)
     try:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, not a torch file, or a pickle that weights_only refuses
@@ -568,5 +576,5 @@ def load_beats_checkpoint(path: str | os.PathLike | None) -> tuple[BEATs, BEATsC
     return model, cfg, (dict(label_dict) if isinstance(label_dict, dict) else None)
 
 
-__all__ = ["BEATs", "BEATsConfig", "BEATsOutput", "beats_fbank", "load_beats_checkpoint", "num_fbank_frames",
-           "min_samples", "relative_position_buckets", "CHECKPOINT_HELP", "FBANK_MEAN", "FBANK_STD"]
+__all__ = ["BEATs", "BEATsConfig", "BEATsOutput", "beats_fbank", "load_beats_checkpoint", "resolve_checkpoint_path",
+           "num_fbank_frames", "min_samples", "relative_position_buckets", "CHECKPOINT_HELP", "FBANK_MEAN", "FBANK_STD"]

@@ -1,0 +1,126 @@
+"""A corpus of hostile files: each bad one is recorded and skipped, every good one indexed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import tone, write
+from simsearch.cli import main
+from simsearch.store import IndexDir
+
+GOOD = {"pcm8.wav", "six_channels.wav", "hi_rate_384k.wav", "normal.flac", "float_ok.wav"}
+BAD = {"zero.wav": "empty", "trunc_header.wav": "not a readable audio file", "random.wav": "not a readable",
+       "text.mp3": "not a readable", "nan.wav": "NaN", "inf.wav": "NaN", "one_sample.wav": "too short",
+       "dir.wav": "directory", "broken_link.wav": "broken"}
+
+
+def make_corpus(root):
+    root.mkdir()
+    write(root / "pcm8.wav", tone(440, 0.5, 8000), 8000, subtype="PCM_U8")
+    write(root / "six_channels.wav", np.stack([tone(300 + 50 * c, 0.5, seed=c) for c in range(6)], axis=1))
+    write(root / "hi_rate_384k.wav", tone(1000, 0.3, 384000), 384000)
+    write(root / "normal.flac", tone(660, 0.7, 44100), 44100)
+    write(root / "float_ok.wav", tone(880, 0.5), subtype="FLOAT")
+    (root / "zero.wav").write_bytes(b"")
+    good_bytes = (root / "normal.flac").read_bytes()
+    wav = root / "tmp_full.wav"
+    write(wav, tone(440, 0.5))
+    (root / "trunc_header.wav").write_bytes(wav.read_bytes()[:20])
+    wav.unlink()
+    (root / "random.wav").write_bytes(np.random.default_rng(3).bytes(8000))
+    (root / "text.mp3").write_text("ID3? no, just a text file pretending to be an mp3\n" * 20)
+    x = tone(440, 0.5)
+    x[100] = np.nan
+    write(root / "nan.wav", x, subtype="FLOAT")
+    y = tone(440, 0.5)
+    y[200] = np.inf
+    write(root / "inf.wav", y, subtype="FLOAT")
+    write(root / "one_sample.wav", np.array([0.5], np.float32))
+    (root / "dir.wav").mkdir()
+    os.symlink(root / "does_not_exist.wav", root / "broken_link.wav")
+    assert good_bytes
+
+
+def test_hostile_corpus_is_reported_and_the_rest_indexed(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "ix"
+    make_corpus(src)
+    assert main(["index", str(src), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "1"]) == 0
+    summary = capsys.readouterr().out
+    assert f"indexed {len(GOOD)} files" in summary and f"errors {len(BAD)}" in summary
+    rows = IndexDir(out).live_rows().to_pandas()
+    assert {p.rsplit("/", 1)[1] for p in rows["path"]} == GOOD
+    assert np.isfinite(np.stack(rows["embedding"])).all()
+    errors = {json.loads(line)["path"].rsplit("/", 1)[1]: json.loads(line)["reason"]
+              for line in (out / "errors.jsonl").read_text().splitlines()}
+    assert set(errors) == set(BAD)
+    for name, reason in BAD.items():
+        assert reason in errors[name], (name, errors[name])
+    assert main(["index", str(src), "--out", str(tmp_path / "strict"), "--encoder", "spectral", "-q",
+                 "--strict", "--workers", "0"]) == 2
+
+
+def test_truncated_data_keeps_what_is_there(tmp_path):
+    p = write(tmp_path / "cut.wav", tone(440, 2.0))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # header promises 2 s, only 1 s of samples remain
+    with sf.SoundFile(str(p)) as f:
+        assert f.frames > 0
+    out = tmp_path / "ix"
+    assert main(["index", str(tmp_path), "--out", str(out), "--encoder", "spectral", "-q"]) == 0
+    rows = IndexDir(out).live_rows().to_pandas()
+    assert len(rows) == 1 and 0.9 < rows["duration_s"].iloc[0] <= 2.0
+
+
+def _without_read_override() -> list[str]:
+    """As root, drop the capabilities that let root read any file; as a user, permissions apply anyway."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv (util-linux): cannot make a file unreadable to ourselves")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_unreadable_file_is_reported(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "ix"
+    write(src / "ok.wav", tone(440))
+    write(src / "secret.wav", tone(550))
+    os.chmod(src / "secret.wav", 0o000)
+    cmd = [*_without_read_override(), sys.executable, "-m", "simsearch", "index", str(src), "--out", str(out),
+           "--encoder", "spectral", "-q", "--workers", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "indexed 1 files" in r.stdout and "errors 1" in r.stdout
+    assert "permission denied" in (out / "errors.jsonl").read_text().lower()
+
+
+def test_one_hour_file_streams_in_bounded_memory(tmp_path):
+    """An hour at 16 kHz decodes to 230 MB of float32; streaming windows must never hold it whole."""
+    sr = 16000
+    path = tmp_path / "hour.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(sr)
+        block = (tone(220, 60.0, sr, amp=0.3) * 32767).astype("<i2").tobytes()
+        for _ in range(60):
+            w.writeframes(block)
+    code = (
+        "import resource, sys\n"
+        "from simsearch.reader import stream_chunks\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "n = last = 0\n"
+        "for c in stream_chunks([sys.argv[1]], 16000, 10.0, 10.0, num_workers=0):\n"
+        "    n += len(c.windows); last = max([w.offset_s for w in c.windows] + [last]); assert c.error is None\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(n, last, (peak - base) // 1024)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    windows, last, grew_mb = r.stdout.split()
+    assert int(windows) == 360 and float(last) == 3590.0
+    assert int(grew_mb) < 100, f"reading grew peak RSS by {grew_mb} MB"
