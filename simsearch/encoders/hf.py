@@ -1,0 +1,431 @@
+"""Transformers audio encoders (wav2vec2 family, HuBERT, WavLM, data2vec-audio, AST, Whisper) behind one adapter.
+
+The registry name picks the architecture; `checkpoint` is a hub id or a local folder written by
+`save_pretrained` (config.json + model weights + preprocessor config). Frames are the hidden states
+of one layer (`layer=None`: the model's last hidden state; `layer=N`: `hidden_states[N]` from
+`output_hidden_states`, 0 = the input embeddings after the positional convolution / embedding,
+N = the output of transformer block N; negative N counts from the end), and the mask marks frames
+that hold audio, so the base class's pooling never averages padding in.
+
+How each family is batched and masked
+-------------------------------------
+* wav2vec2 / HuBERT / WavLM / data2vec-audio: the feature extractor is always asked for the
+  attention mask, because its per-clip zero-mean/unit-variance normalisation only ignores padding when
+  it has one. Frame counts come from the model's `_get_feat_extract_output_lengths(n_samples)`, so
+  the mean covers exactly the frames computed from real samples.
+  Checkpoints whose conv front end uses group norm (`feat_extract_norm == "group"`, e.g.
+  wav2vec2-base, hubert-base) normalise every conv channel over the whole time axis, padding
+  included, and were trained without an attention mask (their extractor says
+  `return_attention_mask=False`). For them no mask can make a padded batch equal to the clip alone,
+  so by default (`group_by_length=None` -> on for these) each batch is split into sub-batches of
+  clips with the same sample count: each clip is then computed exactly as it would be alone, and
+  fixed-length indexing windows still run as one batch. With `group_by_length=False` clips are
+  zero-padded and, as the model authors recommend for these checkpoints, no attention mask is passed
+  to the model (fast, but a short clip's frames then depend slightly on its batch); the frame mask
+  still comes from the raw sample counts, so padded frames never enter the mean.
+  wav2vec2 / HuBERT / WavLM checkpoints with a layer-norm front end and `return_attention_mask=True`
+  (the large ones) get one padded batch with the attention mask passed; the model zeroes padded frames
+  before its single positional convolution and masks them in attention, so results match the clip
+  alone to float precision. data2vec-audio (a stack of positional convolutions) and
+  wav2vec2-conformer (a depthwise conv in every block) let padded frames leak into the last real
+  frames even with the mask, so they are grouped by length by default too.
+* Whisper: the extractor pads (or cuts) every clip to 30 s, so batching cannot change a clip's
+  features. Encoder frames are 20 ms (320 samples); the mask keeps the first ceil(n_samples / 320)
+  frames (at most 1500): audio beyond 30 s is not seen, so index with windows of <= 30 s.
+* AST: the extractor pads/cuts every clip to its fixed `max_length` fbank frames (1024 = 10.24 s for
+  the AudioSet checkpoints) and the model has no padding mask, as trained. With `layer=None` the one
+  frame is `pooler_output` (mean of the CLS and distillation tokens after the final layer norm);
+  with `layer=N` the frames are the patch tokens of `hidden_states[N]` (CLS/distillation dropped).
+
+On `device="cuda"` inputs move with `non_blocking=True` and the model runs under
+`torch.autocast("cuda", dtype=torch.bfloat16)` (weights stay float32); on CPU everything is float32.
+
+Loading (shared with clap.py): never a silent fallback
+------------------------------------------------------
+* local folder: must hold config.json, a weights file (model.safetensors / pytorch_model.bin or their
+  sharded index) and the preprocessor config; loaded with `local_files_only=True`;
+* hub id: if HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set or one quick TCP probe of the hub fails, only
+  the local hub cache is tried (so a machine without network fails in seconds instead of after
+  huggingface_hub's retries); otherwise from_pretrained downloads as usual;
+* config.model_type must be one this encoder name accepts (a BERT folder given to wav2vec2 is named
+  as such), and the model is loaded with `output_loading_info=True`: if the weights file lacks any
+  parameter (other than the training-only `masked_spec_embed`) we refuse instead of running random
+  weights. Every failure is a `ModelNotFoundError` that says what was looked for and how to supply it.
+* attention: `attn_implementation="sdpa"`, retried with "eager" for architectures that refuse it
+  (WavLM, CLAP in transformers 5.x).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..errors import ModelNotFoundError, SimsearchError
+from .base import Encoder, FrameOutput
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# Parameters a checkpoint may legitimately lack (only used in training), never worth an error.
+HARMLESS_MISSING = ("masked_spec_embed",)
+# Layer-norm front ends of these types give a padded, masked clip exactly the frames it has alone.
+MASK_EXACT_TYPES = ("wav2vec2", "hubert", "wavlm")
+MIN_SAMPLES = 400  # 25 ms at 16 kHz: the first conv kernel / one fbank window
+
+
+@dataclass(frozen=True)
+class Arch:
+    model_types: tuple[str, ...]  # config.model_type values this registry name accepts
+    kind: str  # "ssl" (wav2vec2-like), "whisper" or "ast"
+
+
+ARCHS: dict[str, Arch] = {
+    "wav2vec2": Arch(("wav2vec2", "wav2vec2-conformer"), "ssl"),
+    "hubert": Arch(("hubert",), "ssl"),
+    "wavlm": Arch(("wavlm",), "ssl"),
+    "data2vec-audio": Arch(("data2vec-audio",), "ssl"),
+    "ast": Arch(("audio-spectrogram-transformer",), "ast"),
+    "whisper": Arch(("whisper",), "whisper"),
+}
+
+# model_type -> transformers class holding the bare encoder (Whisper: the encoder-decoder, we keep .encoder)
+MODEL_CLASSES = {
+    "wav2vec2": "Wav2Vec2Model",
+    "wav2vec2-conformer": "Wav2Vec2ConformerModel",
+    "hubert": "HubertModel",
+    "wavlm": "WavLMModel",
+    "data2vec-audio": "Data2VecAudioModel",
+    "audio-spectrogram-transformer": "ASTModel",
+    "whisper": "WhisperModel",
+    "clap": "ClapModel",
+}
+
+
+# ----------------------------------------------------------------------------------- loading helpers
+
+def download_hint(checkpoint: str) -> str:
+    return (f"no network access to the hub: download it elsewhere with `huggingface-cli download {checkpoint} "
+            f"--local-dir DIR` and pass `--checkpoint DIR`")
+
+
+def looks_like_path(checkpoint: str) -> bool:
+    """A hub id is `name` or `org/name`; anything that exists or is spelled like a path is a local folder."""
+    if os.path.exists(os.path.expanduser(checkpoint)):
+        return True
+    if checkpoint.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in checkpoint:
+        return True
+    return checkpoint.count("/") > 1 or (len(checkpoint) > 1 and checkpoint[1] == ":")
+
+
+def _env_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "on", "yes", "true")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@lru_cache(maxsize=4)
+def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub, so a machine without network fails in seconds, not after retries."""
+    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_checkpoint(name: str, checkpoint: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, local_files_only); raises ModelNotFoundError for unusable folders."""
+    if looks_like_path(checkpoint):
+        path = Path(os.path.expanduser(checkpoint))
+        if not path.exists():
+            raise ModelNotFoundError(f"{name}: checkpoint folder {path} does not exist; pass a folder written by "
+                                     f"`save_pretrained` (config.json + model weights) or a hub id")
+        if not path.is_dir():
+            raise ModelNotFoundError(f"{name}: checkpoint {path} is a file; {name} expects a folder written by "
+                                     f"`save_pretrained` (config.json + model weights + preprocessor config)")
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{name}: no config.json in {path}; it is not a transformers checkpoint folder")
+        if not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise ModelNotFoundError(
+                f"{name}: {path} has a config.json but no model weights (looked for {', '.join(WEIGHT_FILES)}); "
+                f"refusing to run with randomly initialised weights. Download the full checkpoint, e.g. "
+                f"`huggingface-cli download ID --local-dir {path}`")
+        return str(path), True
+    if _env_offline() or not hub_reachable():
+        return checkpoint, True  # use the local hub cache if it holds the model; else fail fast below
+    return checkpoint, False
+
+
+def not_found(name: str, checkpoint: str, local_only: bool, err: Exception, what: str) -> ModelNotFoundError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if looks_like_path(checkpoint):
+        return ModelNotFoundError(f"{name}: could not load the {what} from {checkpoint}: {reason}; pass "
+                                  f"`--checkpoint DIR` with a complete folder (`huggingface-cli download ID "
+                                  f"--local-dir DIR`, or `save_pretrained` of model + feature extractor)")
+    if local_only:
+        return ModelNotFoundError(f"{name}: checkpoint {checkpoint!r} is neither a local folder nor in the local hub "
+                                  f"cache, and the hub cannot be reached; {download_hint(checkpoint)}")
+    return ModelNotFoundError(f"{name}: could not load the {what} for {checkpoint!r} from the hub ({reason}); "
+                              f"{download_hint(checkpoint)}")
+
+
+def load_config(name: str, checkpoint: str, local_only: bool, expected: tuple[str, ...]):
+    """AutoConfig, checked against the architectures this encoder name accepts."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(checkpoint, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as e:
+        raise not_found(name, checkpoint, local_only, e, "config") from e
+    found = getattr(config, "model_type", None)
+    if found not in expected:
+        archs = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
+        raise ModelNotFoundError(
+            f"{name}: checkpoint {checkpoint} holds a {found!r} model ({archs}), but the {name!r} encoder expects "
+            f"model_type {' or '.join(repr(t) for t in expected)}; pick the encoder that matches the checkpoint")
+    return config
+
+
+def load_model(name: str, checkpoint: str, local_only: bool, config, attn: str = "sdpa"):
+    """The bare model class for config.model_type, float32, eval mode; sdpa attention where the arch has it.
+
+    Errors (missing/unreadable weights, weights of another architecture) become ModelNotFoundError: any
+    parameter the weights file lacks would otherwise be silently initialised at random.
+    """
+    import torch
+    import transformers
+
+    cls = getattr(transformers, MODEL_CLASSES[config.model_type])
+    kwargs = dict(config=config, local_files_only=local_only, dtype=torch.float32, output_loading_info=True)
+    try:
+        with quiet_loading():
+            try:
+                model, info = cls.from_pretrained(checkpoint, attn_implementation=attn, **kwargs)
+            except ValueError as e:
+                if attn == "eager" or ("scaled_dot_product_attention" not in str(e) and "sdpa" not in str(e)):
+                    raise
+                model, info = cls.from_pretrained(checkpoint, attn_implementation="eager", **kwargs)
+    except _weight_errors() as e:
+        raise not_found(name, checkpoint, local_only, e, "model weights") from e
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(HARMLESS_MISSING))
+    if missing:
+        n = sum(1 for _ in model.state_dict())
+        raise ModelNotFoundError(
+            f"{name}: the weights in {checkpoint} do not fit the {config.model_type} model: {len(missing)} of {n} "
+            f"parameters are missing (e.g. {', '.join(missing[:3])}); refusing to run them randomly initialised")
+    return model.eval()
+
+
+def _weight_errors() -> tuple[type[BaseException], ...]:
+    """What from_pretrained raises for absent, truncated or corrupt weight files."""
+    import pickle
+
+    errors: list[type[BaseException]] = [OSError, ValueError, EOFError, pickle.UnpicklingError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """No per-tensor "Loading weights" progress bar from transformers while we load (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_feature_extractor(name: str, checkpoint: str, local_only: bool):
+    from transformers import AutoFeatureExtractor
+
+    if looks_like_path(checkpoint) and not any((Path(checkpoint) / f).is_file() for f in PREPROCESSOR_FILES):
+        raise ModelNotFoundError(f"{name}: no preprocessor_config.json in {checkpoint}; save the feature extractor "
+                                 f"with the model (`feature_extractor.save_pretrained(DIR)`) or download the full repo")
+    try:
+        return AutoFeatureExtractor.from_pretrained(checkpoint, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as e:
+        raise not_found(name, checkpoint, local_only, e, "feature extractor") from e
+
+
+def default_checkpoint(name: str) -> str:
+    from . import SPECS
+
+    spec = SPECS.get(name)
+    if spec is None or not spec.default_checkpoint:
+        raise SimsearchError(f"encoder {name!r} needs --checkpoint")
+    return spec.default_checkpoint
+
+
+def autocast_context(device):
+    """bfloat16 autocast on CUDA, nothing elsewhere."""
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy().astype(np.float32, copy=False)
+
+
+# ------------------------------------------------------------------------------------------ encoder
+
+class HFAudioEncoder(Encoder):
+    """Masked frames of one hidden layer of a transformers audio encoder; see the module docstring."""
+
+    def __init__(self, name: str = "wav2vec2", checkpoint: str | None = None, device: str = "cpu",
+                 pooling: str = "mean", layer: int | None = None, group_by_length: bool | None = None):
+        import torch
+
+        if name not in ARCHS:
+            raise SimsearchError(f"HFAudioEncoder does not handle {name!r}; known: {', '.join(ARCHS)}")
+        self.name, self.pooling, self.arch = name, pooling, ARCHS[name]
+        self.checkpoint = checkpoint or default_checkpoint(name)
+        self.device = torch.device(device)
+        source, local_only = resolve_checkpoint(name, self.checkpoint)
+        self.config = cfg = load_config(name, source, local_only, self.arch.model_types)
+        self.frame_dim = int(cfg.d_model if self.arch.kind == "whisper" else cfg.hidden_size)
+        self.num_layers = int(cfg.encoder_layers if self.arch.kind == "whisper" else cfg.num_hidden_layers)
+        self.layer = self._check_layer(layer)  # before the (slow) weights load
+        self.feature_extractor = load_feature_extractor(name, source, local_only)
+        model = load_model(name, source, local_only, cfg)
+        if self.arch.kind == "whisper":
+            model = model.get_encoder()  # the decoder is dropped with the WhisperModel wrapper
+        self.model = model.to(self.device).eval()
+        self.sample_rate = int(getattr(self.feature_extractor, "sampling_rate", 16000))
+        self.uses_attention_mask = bool(getattr(self.feature_extractor, "return_attention_mask", False))
+        self.group_by_length = self._padding_leaks() if group_by_length is None else bool(group_by_length)
+
+    def _padding_leaks(self) -> bool:
+        """Whether padding a clip in a batch changes its real frames even with the attention mask passed."""
+        if self.arch.kind != "ssl":
+            return False  # Whisper and AST pad every clip to a fixed length themselves
+        if getattr(self.config, "feat_extract_norm", "layer") == "group" or not self.uses_attention_mask:
+            return True  # group norm over time (wav2vec2-base, hubert-base, wavlm-base): trained without a mask
+        # data2vec-audio's positional embedding is a stack of convolutions and wav2vec2-conformer has a conv
+        # module in every block: padded frames turn non-zero after the first conv and leak into the tail.
+        return self.config.model_type not in MASK_EXACT_TYPES
+
+    def _check_layer(self, layer) -> int | None:
+        if layer is None:
+            return None
+        try:
+            n = int(layer)
+            if isinstance(layer, float) and n != layer:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SimsearchError(f"{self.name}: layer must be an integer, got {layer!r}") from None
+        if not -(self.num_layers + 1) <= n <= self.num_layers:
+            raise SimsearchError(
+                f"{self.name}: layer {n} out of range for {self.checkpoint}: it has {self.num_layers} transformer "
+                f"layers, so use 0..{self.num_layers} (0 = embeddings, {self.num_layers} = last) or "
+                f"-1..-{self.num_layers + 1}")
+        return n % (self.num_layers + 1)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layer": self.layer}
+
+    # -- running the model
+
+    def _hidden(self, out):
+        return out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+
+    def _to_device(self, t):
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
+        import torch
+
+        batch = [np.asarray(x, dtype=np.float32).reshape(-1) for x in batch]
+        if not batch:
+            return FrameOutput(np.zeros((0, 1, self.frame_dim), np.float32), np.zeros((0, 1), bool))
+        if self.arch.kind != "whisper":  # conv / fbank front ends need one 25-ms window at least
+            batch = [x if len(x) >= MIN_SAMPLES else np.pad(x, (0, MIN_SAMPLES - len(x))) for x in batch]
+        with torch.inference_mode(), warnings.catch_warnings():
+            # WavLM's own attention passes masks of two dtypes to torch; harmless, but it warns on every call.
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            if self.arch.kind == "whisper":
+                return self._whisper(batch)
+            if self.arch.kind == "ast":
+                return self._ast(batch)
+            return self._ssl(batch)
+
+    def _ssl(self, batch: list[np.ndarray]) -> FrameOutput:
+        import torch
+
+        if self.group_by_length:
+            groups: dict[int, list[int]] = {}
+            for i, x in enumerate(batch):
+                groups.setdefault(len(x), []).append(i)
+            parts = list(groups.values())
+        else:
+            parts = [list(range(len(batch)))]
+        results: dict[int, np.ndarray] = {}
+        for idx in parts:
+            clips = [batch[i] for i in idx]
+            feats = self.feature_extractor(clips, sampling_rate=self.sample_rate, padding=True,
+                                           return_attention_mask=True, return_tensors="pt")
+            values = self._to_device(feats["input_values"])
+            mask = self._to_device(feats["attention_mask"]) if self.uses_attention_mask else None
+            with autocast_context(self.device):
+                out = self.model(values, attention_mask=mask, output_hidden_states=self.layer is not None)
+            hidden = to_numpy(self._hidden(out))
+            n_frames = self.model._get_feat_extract_output_lengths(torch.tensor([len(c) for c in clips]))
+            for j, i in enumerate(idx):
+                results[i] = hidden[j, : int(n_frames[j])]
+        return _stack([results[i] for i in range(len(batch))], self.frame_dim)
+
+    def _whisper(self, batch: list[np.ndarray]) -> FrameOutput:
+        fe = self.feature_extractor
+        feats = fe(batch, sampling_rate=self.sample_rate, return_tensors="pt",
+                   device="cuda" if self.device.type == "cuda" else "cpu")
+        with autocast_context(self.device):
+            out = self.model(self._to_device(feats["input_features"]), output_hidden_states=self.layer is not None)
+        frames = to_numpy(self._hidden(out))
+        samples_per_frame = fe.hop_length * 2  # mel hop, then the stride-2 conv: 320 samples = 20 ms
+        n = np.array([min(math.ceil(len(x) / samples_per_frame), frames.shape[1]) for x in batch])
+        mask = np.arange(frames.shape[1])[None, :] < np.maximum(n, 1)[:, None]
+        return FrameOutput(np.ascontiguousarray(frames), mask)
+
+    def _ast(self, batch: list[np.ndarray]) -> FrameOutput:
+        feats = self.feature_extractor(batch, sampling_rate=self.sample_rate, return_tensors="pt")
+        with autocast_context(self.device):
+            out = self.model(self._to_device(feats["input_values"]), output_hidden_states=self.layer is not None)
+        if self.layer is None:
+            frames = to_numpy(out.pooler_output)[:, None, :]
+        else:
+            frames = to_numpy(out.hidden_states[self.layer][:, 2:, :])  # patch tokens, CLS/distill dropped
+        return FrameOutput(np.ascontiguousarray(frames), np.ones(frames.shape[:2], dtype=bool))
+
+
+def _stack(seqs: list[np.ndarray], dim: int) -> FrameOutput:
+    t = max(max(len(s) for s in seqs), 1)
+    frames = np.zeros((len(seqs), t, dim), dtype=np.float32)
+    mask = np.zeros((len(seqs), t), dtype=bool)
+    for i, s in enumerate(seqs):
+        frames[i, : len(s)], mask[i, : len(s)] = s, True
+    return FrameOutput(frames, mask)
