@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +83,7 @@ def test_second_writer_is_refused(corpus, tmp_path, capsys):
 
 def test_readers_see_old_or_new_state_never_a_mix(corpus, tmp_path):
     out = tmp_path / "ix"
+    corpus = Path(shutil.copytree(corpus, tmp_path / "src"))  # this test changes its source; others share theirs
     assert main(["index", str(corpus), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "0",
                  "--shard-rows", "4"]) == 0
     seen, failures, stop = set(), [], threading.Event()

@@ -1,0 +1,266 @@
+"""The Gradio app through its HTTP API (gradio_client), on small indexes built here, plus its helper functions."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+httpx = pytest.importorskip("httpx")
+
+from conftest import noise, tone, write  # noqa: E402
+from simsearch.errors import AudioError, SimsearchError  # noqa: E402
+from simsearch.indexer import IndexOptions, run_index  # noqa: E402
+from simsearch.webapp import (IndexPool, Limits, build_app, check_upload, find_index_dirs, find_similar,  # noqa: E402
+                              launch, result_audio, source_roots, spectrogram_image)
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+LIMITS = Limits(max_upload_mb=1.0, max_duration_s=20.0)
+KEYS = {"rank", "score", "path", "label", "offset_s"}
+
+
+def make_corpus(root: Path) -> Path:
+    """Low tones, high tones, noise bursts (4 each) and one 25 s file: noise, a 440 Hz tone, noise."""
+    for i in range(4):
+        write(root / "low" / f"low{i}.wav", tone(220 + 5 * i, 1.0 + 0.2 * i, 16000, seed=i), 16000)
+        write(root / "high" / f"high{i}.flac", tone(3000 + 40 * i, 1.2, 44100, seed=10 + i), 44100)
+        write(root / "noise" / f"noise{i}.wav", noise(0.8 + 0.1 * i, 22050, seed=20 + i), 22050)
+    long = np.concatenate([noise(10, 16000, seed=5), tone(440, 10, 16000, seed=6), noise(5, 16000, seed=7)])
+    write(root / "long" / "long.wav", long, 16000)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("app") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def indexes(corpus) -> dict[str, Path]:
+    """A YAMNet index (text via tags) with a trained probe, and a spectral one (no text space, no probe)."""
+    from simsearch.classify import train_probe
+    from simsearch.index import Index
+
+    base = corpus.parent / "indexes"
+    out = {}
+    for enc in ("yamnet", "spectral"):
+        out[enc] = base / f"ix_{enc}"
+        run_index(corpus, out[enc], IndexOptions(encoder=enc, progress=False, num_workers=1))
+    train_probe(Index.open(out["yamnet"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(indexes):
+    demo = build_app([indexes["yamnet"], indexes["spectral"]], LIMITS)
+    _, url, _ = launch(demo, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    yield demo, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server[1], verbose=False, download_files=False, analytics_enabled=False)
+
+
+def call_raw(url: str, api_name: str, data: list) -> str:
+    """POST an API call without gradio_client (which would upload local files itself); returns the SSE text."""
+    base = url.rstrip("/") + f"/gradio_api/call/{api_name}"
+    r = httpx.post(base, json={"data": data}, timeout=30)
+    r.raise_for_status()
+    return httpx.get(f"{base}/{r.json()['event_id']}", timeout=120).text
+
+
+# ---------------------------------------------------------------------------------------------- API endpoints
+
+def test_api_names_are_stable(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/search_audio", "/search_text", "/classify", "/index_info"} <= names
+
+
+def test_search_audio_finds_same_class(client, corpus):
+    # long.wav starts and ends with noise, so its windows are fair neighbours of a noise burst
+    for query, labels in [("low/low1.wav", {"low"}), ("high/high2.flac", {"high"}), ("noise/noise3.wav", {"noise", "long"})]:
+        res = client.predict(handle_file(str(corpus / query)), 4, "ix_yamnet", api_name="/search_audio")
+        assert [r["rank"] for r in res] == [1, 2, 3, 4]
+        assert all(set(r) == KEYS for r in res)
+        assert res[0]["path"] == str((corpus / query).resolve()) and res[0]["score"] > 0.999
+        assert [r["score"] for r in res] == sorted((r["score"] for r in res), reverse=True)
+        assert {r["label"] for r in res[1:]} <= labels, res
+
+
+def test_search_audio_on_second_index_and_window_offset(client, corpus, tmp_path):
+    # the tone in the middle of long.wav is a window at 10 s: its hit carries that offset
+    x, sr = sf.read(str(corpus / "long" / "long.wav"), start=10 * 16000, frames=10 * 16000)
+    q = write(tmp_path / "middle.wav", x, sr)
+    for index in ("ix_yamnet", "ix_spectral"):
+        res = client.predict(handle_file(str(q)), 3, index, api_name="/search_audio")
+        assert res[0]["path"].endswith("long.wav") and res[0]["offset_s"] == 10.0, (index, res)
+
+
+def test_search_text_uses_tag_space(client):
+    res = client.predict("white noise", 4, "ix_yamnet", api_name="/search_text")
+    assert len(res) == 4 and all(set(r) == KEYS for r in res)
+    assert res[0]["label"] == "noise"
+    assert not {r["label"] for r in res} & {"low", "high"}, res
+    res = client.predict("sine wave", 3, "ix_yamnet", api_name="/search_text")
+    assert res[0]["label"] == "low", res
+
+
+def test_search_text_without_text_space_says_so(client):
+    with pytest.raises(AppError, match="Text search is not available"):
+        client.predict("white noise", 3, "ix_spectral", api_name="/search_text")
+
+
+def test_classify_knn_probe_and_zero_shot(client, corpus):
+    out = client.predict(handle_file(str(corpus / "noise" / "noise2.wav")), 5, "white noise, sine wave",
+                         "ix_yamnet", api_name="/classify")
+    assert out["knn"][0]["label"] == "noise"
+    assert abs(sum(d["score"] for d in out["knn"]) - 1.0) < 1e-3
+    assert len(out["neighbours"]) == 5 and all(set(n) == KEYS for n in out["neighbours"])
+    assert out["neighbours"][0]["path"].endswith("noise2.wav")
+    assert {d["label"] for d in out["probe"]} == {"low", "high", "noise", "long"}
+    assert out["probe"][0]["label"] == "noise"
+    assert [d["label"] for d in out["zero_shot"]] == ["white noise", "sine wave"]
+
+
+def test_classify_without_probe_or_text_space(client, corpus):
+    out = client.predict(handle_file(str(corpus / "low" / "low0.wav")), 3, "", "ix_spectral", api_name="/classify")
+    assert out["knn"][0]["label"] == "low" and out["probe"] is None and out["zero_shot"] is None
+    assert any("no probe" in n for n in out["notes"])
+    with pytest.raises(AppError, match="no text space"):
+        client.predict(handle_file(str(corpus / "low" / "low0.wav")), 3, "dog", "ix_spectral", api_name="/classify")
+
+
+def test_index_info(client, indexes):
+    info = client.predict("ix_spectral", api_name="/index_info")
+    assert info["encoder"]["name"] == "spectral" and info["counts"]["files"] == 13 and info["dim"] == 168
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d.joinpath("notes.wav").write_text("this is not audio\n" * 20), "not an audio file"),
+    (lambda d: d.joinpath("empty.wav").write_bytes(b""), "empty"),
+    (lambda d: write(d / "silent.wav", np.zeros(8000, np.float32)), "silent"),
+    (lambda d: write(d / "long.wav", tone(300, 25.0, 8000), 8000, subtype="PCM_U8"), "limit is 20 s"),
+])
+def test_bad_uploads_get_readable_errors(client, tmp_path, make, message):
+    make(tmp_path)
+    path = next(tmp_path.iterdir())
+    with pytest.raises(AppError, match=message) as err:
+        client.predict(handle_file(str(path)), 3, "ix_yamnet", api_name="/search_audio")
+    assert "Traceback" not in str(err.value)
+
+
+def test_upload_over_size_cap_is_refused(server, client, tmp_path):
+    big = write(tmp_path / "big.wav", tone(300, 18.0, 44100), 44100)  # 1.6 MB, under the duration cap
+    assert big.stat().st_size > LIMITS.max_upload_mb * 2 ** 20
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(big)), 3, "ix_yamnet", api_name="/search_audio")
+    with big.open("rb") as f:  # the server itself refuses it too, whatever the client checks
+        r = httpx.post(server[1].rstrip("/") + "/gradio_api/upload", files={"files": f}, timeout=30)
+    assert r.status_code == 413
+    with pytest.raises(AudioError, match="the limit is 0.5 MB"):  # and the app's own check, for any path in
+        check_upload(big, Limits(max_upload_mb=0.5))
+
+
+def test_empty_text_and_unknown_index(client, corpus):
+    with pytest.raises(AppError, match="type what to search for"):
+        client.predict("   ", 3, "ix_yamnet", api_name="/search_text")
+    with pytest.raises(Exception, match="nope"):
+        client.predict("noise", 3, "nope", api_name="/search_text")
+
+
+# ---------------------------------------------------------------------------------------------- what is served
+
+def test_path_traversal_through_the_api_fails(server, corpus):
+    url = server[1].rstrip("/")
+    inside = (corpus / "low" / "low0.wav").resolve()
+    assert httpx.get(f"{url}/gradio_api/file={inside}").status_code == 200  # the indexed folder is served
+    for target in ["/etc/passwd", f"{corpus}/../../../../etc/passwd", f"{corpus}/%2e%2e/%2e%2e/etc/passwd",
+                   str(Path(__file__).resolve())]:
+        r = httpx.get(f"{url}/gradio_api/file={target}")
+        assert r.status_code in (403, 404), (target, r.status_code)
+        assert b"root:" not in r.content
+    # naming a server file as the query (instead of uploading it) is refused, inside the indexed folder or not
+    for target in ["/etc/passwd", str(inside), f"/tmp/gradio/../..{inside}"]:
+        text = call_raw(url, "search_audio", [{"path": target, "meta": {"_type": "gradio.FileData"}}, 3, "ix_yamnet"])
+        assert "event: error" in text and "rank" not in text, (target, text)
+
+
+def test_query_must_come_from_the_upload_folder(corpus, tmp_path):
+    limits = Limits(upload_dir=(tmp_path / "uploads").resolve())
+    write(tmp_path / "uploads" / "ok.wav", tone(300, 1.0))
+    assert check_upload(tmp_path / "uploads" / "ok.wav", limits).name == "ok.wav"
+    for bad in [corpus / "low" / "low0.wav", tmp_path / "uploads" / ".." / ".." / "corpus" / "low" / "low0.wav"]:
+        with pytest.raises(AudioError, match="only clips uploaded"):
+            check_upload(bad, limits)
+
+
+def test_result_audio_only_inside_indexed_roots(tmp_path):
+    """A manifest may name files outside its folder: those hits are listed but their audio is not served."""
+    write(tmp_path / "outside" / "far.wav", tone(500, 1.0, seed=1))
+    write(tmp_path / "m" / "near.wav", tone(520, 1.0, seed=2))
+    pd.DataFrame({"path": ["near.wav", "../outside/far.wav"], "label": ["a", "b"]}).to_csv(tmp_path / "m" / "list.csv",
+                                                                                            index=False)
+    ix = tmp_path / "ix"
+    run_index(tmp_path / "m" / "list.csv", ix, IndexOptions(encoder="spectral", progress=False, num_workers=1))
+    pool = IndexPool([ix], warm=False)
+    served = pool.get(None)
+    assert served.roots == [(tmp_path / "m").resolve()] == source_roots(served.index.info)
+    hits = {Path(r["path"]).name: r for r in served.index.search(audio=str(tmp_path / "m" / "near.wav"), k=2)}
+    assert result_audio(served, hits["near.wav"], pool.clip_dir) == str((tmp_path / "m" / "near.wav").resolve())
+    assert result_audio(served, hits["far.wav"], pool.clip_dir) is None
+
+
+def test_window_hit_is_cut_to_its_window(indexes, corpus, tmp_path):
+    pool = IndexPool([indexes["spectral"]], warm=False)
+    served = pool.get("ix_spectral")
+    src, sr = sf.read(str(corpus / "long" / "long.wav"), dtype="float32")
+    q = write(tmp_path / "q.wav", src[20 * sr:], sr)
+    results, x = find_similar(pool, None, q, 2, Limits())
+    hit = results[0]
+    assert hit["path"].endswith("long.wav") and hit["offset_s"] == 20.0 and hit["duration_s"] == 5.0
+    clip = result_audio(served, hit, pool.clip_dir)
+    assert Path(clip).parent == pool.clip_dir
+    y, ysr = sf.read(clip, dtype="float32")
+    assert ysr == sr and len(y) == 5 * sr
+    assert np.allclose(y, src[20 * sr:], atol=1 / 2 ** 15)  # PCM_16 rounding
+    whole = result_audio(served, {**hit, "path": str(corpus / "low" / "low0.wav"), "offset_s": 0.0,
+                                  "duration_s": 1.0}, pool.clip_dir)
+    assert whole == str((corpus / "low" / "low0.wav").resolve())  # short files play as they are
+    img = spectrogram_image(x, 16000)
+    assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 10  # a drawn picture, not a blank canvas
+
+
+def test_find_index_dirs(indexes, tmp_path):
+    base = indexes["yamnet"].parent
+    assert find_index_dirs([base]) == sorted([indexes["spectral"].resolve(), indexes["yamnet"].resolve()])
+    assert find_index_dirs([indexes["yamnet"]]) == [indexes["yamnet"].resolve()]
+    with pytest.raises(SimsearchError, match="no such index folder"):
+        find_index_dirs([tmp_path / "missing"])
+    with pytest.raises(SimsearchError, match="neither an index folder"):
+        find_index_dirs([tmp_path])
+
+
+def test_serve_command_is_registered(capsys):
+    from simsearch.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "--max-upload-mb" in capsys.readouterr().out
+    assert main(["serve", "--index", "/no/such/index"]) == 2
