@@ -7,10 +7,12 @@ import json
 import logging
 import sys
 
+from . import cli_scale
 from .errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["simsearch.cli_serve", "simsearch.cli_robust", "simsearch.cli_classify",
+                               "simsearch.cli_scale"]
 
 
 def _print_results(results: list[dict], as_json: bool) -> None:
@@ -22,14 +24,21 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}")
 
 
+def _loudness(value: str) -> float | str:
+    from .cli_robust import parse_loudness
+
+    return parse_loudness(value)
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from .indexer import IndexOptions, run_index
 
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
-                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer,
+                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, loudness=args.loudness,
+                        trim=args.trim,
                         num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
-                        progress=not args.quiet)
+                        progress=not args.quiet, **cli_scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
     for e in summary.error_list[:20]:
         print(f"error: {e['path']}: {e['reason']}", file=sys.stderr)
@@ -42,8 +51,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .index import Index
 
-    index = Index.open(args.dir, device=args.device)
-    results = index.search(audio=args.audio, text=args.text, k=args.k)
+    index = Index.open(args.dir, device=args.device, **cli_scale.open_kwargs(args))
+    results = index.search(audio=args.audio, text=args.text, k=args.k, **cli_scale.search_kwargs(args))
     _print_results(results, args.json)
     return 0
 
@@ -60,6 +69,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"index      {d.root}")
     print(f"encoder    {e['name']}  checkpoint={e.get('checkpoint')}  pooling={e.get('pooling')}  {e.get('options') or ''}")
     print(f"dim        {info['dim']}  metric={info['metric']}  faiss={info.get('faiss', {}).get('type')}")
+    fx = info.get("faiss", {})
+    print(f"faiss      {fx.get('params') or {}}  search={fx.get('search') or {}}  "
+          f"recall@10={fx.get('calibrated_recall_at_10')}  ({fx.get('reason', '-')})")
     print(f"windows    {info.get('window_s')} s, hop {info.get('hop_s')} s")
     print(f"counts     {info['counts']['files']} files, {info['counts']['rows']} rows")
     print(f"extras     {', '.join(info.get('extras', [])) or '-'}")
@@ -93,7 +105,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         d.remove_stale_temp_files()
         bad = d.quarantine_corrupt()
         d.compact()
-        n = rebuild(d)
+        n = rebuild(d, index_type=args.index_type, max_memory=args.max_memory)
     for p in bad:
         print(f"set aside corrupt shard {p}; run `simsearch index` on the source again to re-embed its files",
               file=sys.stderr)
@@ -112,17 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--encoder", default="yamnet", help="encoder name (see `simsearch encoders`); default yamnet")
     s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
     s.add_argument("--device", default="auto", help="auto|cpu|cuda")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=int, help="windows per encoder call (default: 32 on CPU, found on a GPU)")
     s.add_argument("--window", type=float, help="window length in seconds for long recordings (default 10)")
     s.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: window)")
     s.add_argument("--label-regex", help="take labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
+    s.add_argument("--loudness", type=_loudness,
+                   help="scale each clip to this gated level in dBFS before the encoder, or 'off' (default -20; "
+                        "on resume: the index's)")
+    s.add_argument("--trim", type=_loudness,
+                   help="cut lead-in and tail quieter than this many dB under the clip's level, or 'off' "
+                        "(default 40; on resume: the index's)")
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")
     s.add_argument("--strict", action="store_true", help="stop at the first bad file")
     s.add_argument("--shard-rows", type=int, default=2048, help=argparse.SUPPRESS)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    cli_scale.add_index_args(s)
     s.set_defaults(func=cmd_index)
 
     s = sub.add_parser("search", help="nearest clips to an audio file or a text query")
@@ -133,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--device", default="auto")
     s.add_argument("--json", action="store_true")
+    cli_scale.add_search_args(s)
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("info", help="what an index holds")
@@ -146,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("rebuild", help="rebuild faiss.index and index.json from the Parquet shards")
     s.add_argument("dir")
+    cli_scale.add_index_type_args(s)
     s.set_defaults(func=cmd_rebuild)
 
     for name in COMMAND_MODULES:

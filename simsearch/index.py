@@ -9,21 +9,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import faiss_index
+from . import faiss_index, filters
 from .audio import decode, split_windows
 from .encoders import Encoder, get_encoder
 from .errors import IndexFormatError, SimsearchError
 from .store import META_COLUMNS, IndexDir
 
 
+EXACT_FILTER_ROWS = 20_000  # filters passing fewer rows than this are answered by exact scoring of those rows
+
+
 class Index:
     """A read-only view of one index folder; the encoder loads on first query, once."""
 
-    def __init__(self, root: str | Path, device: str = "auto"):
+    def __init__(self, root: str | Path, device: str = "auto", nprobe: int | None = None,
+                 ef_search: int | None = None, k_factor: float | None = None):
         self.dir = IndexDir(root)
         self.device = device
         self._encoder: Encoder | None = None
         self._load_snapshot()
+        overrides = {"nprobe": nprobe, "efSearch": ef_search, "k_factor": k_factor}
+        # Search knobs: the ones tuned at build time to recall@10 >= 0.95, unless the caller says otherwise.
+        self.knobs = {**self.info.get("faiss", {}).get("search", {}),
+                      **{k: v for k, v in overrides.items() if v is not None}}
+        self.kind = self.info.get("faiss", {}).get("type", "flat")
 
     def _load_snapshot(self, attempts: int = 50) -> None:
         """Load index.json, its committed shards and faiss.index as one consistent state.
@@ -54,8 +63,10 @@ class Index:
                                    f"run `simsearch rebuild {root}`")
 
     @classmethod
-    def open(cls, root: str | Path, device: str = "auto") -> "Index":
-        return cls(root, device)
+    def open(cls, root: str | Path, device: str = "auto", nprobe: int | None = None, ef_search: int | None = None,
+             k_factor: float | None = None) -> "Index":
+        """Open an index folder; nprobe (IVF-PQ), ef_search (HNSW), k_factor (IVF-PQ re-ranking) override the tuned knobs."""
+        return cls(root, device, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -94,24 +105,121 @@ class Index:
         emb = faiss_index.normalize(enc.embed_audio([w.samples for w in windows]))
         return faiss_index.normalize(emb.mean(axis=0, keepdims=True))[0]
 
-    def search_vector(self, vector: np.ndarray, k: int = 10) -> list[dict]:
-        """Nearest rows to a query vector in this index's space."""
+    def search_vector(self, vector: np.ndarray, k: int = 10, filter: dict | None = None,
+                      group_by_file: bool = False) -> list[dict]:
+        """Nearest rows to a query vector in this index's space, only among rows passing `filter`.
+
+        Always k results when at least k rows (k files with group_by_file) pass: the filter runs inside FAISS,
+        and when the approximate index runs out of candidates the passing rows are searched exactly.
+        """
         q = faiss_index.normalize(np.asarray(vector, np.float32).reshape(1, -1))
         if q.shape[1] != self.info["dim"]:
             raise SimsearchError(f"query vector is {q.shape[1]}-d; this index holds {self.info['dim']}-d vectors")
-        k = max(1, min(int(k), len(self.rows)))
-        scores, ids = self.faiss.search(q, k)
-        return self.records(ids[0], scores[0])
+        keep = self.filter_mask(filter) if filter else None
+        allowed = None if keep is None or keep.all() else self.rows["id"].to_numpy()[keep]
+        ids, scores = self._nearest(q, max(1, int(k)), allowed, group_by_file, keep)
+        return self.records(ids, scores)
 
-    def search(self, audio: Any = None, text: str | None = None, k: int = 10) -> list[dict]:
-        """Query by example (path, bytes, array or {"array","sampling_rate"}) or by text."""
+    def search(self, audio: Any = None, text: str | None = None, k: int = 10, filter: dict | None = None,
+               group_by_file: bool = False) -> list[dict]:
+        """Query by example (path, bytes, array or {"array","sampling_rate"}) or by text.
+
+        filter: {"label": "dog" or [...], any manifest metadata key: value(s), "path_glob": "*/drums/*",
+        "min_duration": s, "max_duration": s}; group_by_file: best window per file.
+        """
         if (audio is None) == (text is None):
             raise SimsearchError("give exactly one of audio= or text=")
         if audio is not None:
-            return self.search_vector(self.embed_query(audio), k)
-        from .textsearch import search_text
+            return self.search_vector(self.embed_query(audio), k, filter, group_by_file)
+        from .textsearch import search_text, text_mode
 
-        return search_text(self, text, k)
+        if not filter and not group_by_file:
+            return search_text(self, text, k)
+        if text_mode(self) == "clap":
+            return self.search_vector(self.encoder.embed_text([text])[0], k, filter, group_by_file)
+        ranked = search_text(self, text, len(self))  # tag scoring ranks every row anyway: filter the ranking
+        keep = set(self.rows["id"].to_numpy()[self.filter_mask(filter)]) if filter else None
+        ids = np.array([r["id"] for r in ranked if keep is None or r["id"] in keep], np.int64)
+        scores = np.array([r["score"] for r in ranked if keep is None or r["id"] in keep], np.float32)
+        if group_by_file:
+            ids, scores = self._best_per_file(ids, scores)
+        return self.records(ids[:k], scores[:k])
+
+    def filter_mask(self, filter: dict) -> np.ndarray:
+        """Which rows (in self.rows order) pass a filter dict (see search)."""
+        return filters.mask(self.rows, filter, self._metadata, self._file_durations)
+
+    @cached_property
+    def _metadata(self) -> pd.DataFrame:
+        return filters.metadata_frame(self.rows)
+
+    @cached_property
+    def _file_durations(self) -> np.ndarray:
+        return filters.file_durations(self.rows)
+
+    def _best_per_file(self, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the first (best) hit of each file; input is sorted by score."""
+        paths = self.rows["path"].reindex(ids).to_numpy()
+        _, first = np.unique(paths, return_index=True)
+        first = np.sort(first)
+        return ids[first], scores[first]
+
+    def _nearest(self, q: np.ndarray, k: int, allowed: np.ndarray | None, group_by_file: bool,
+                 keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and scores of the k best rows (or files), over-fetching until enough pass, exact as a last resort."""
+        n_pass = len(self.rows) if allowed is None else len(allowed)
+        if n_pass == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if group_by_file:
+            paths = self.rows["path"] if keep is None else self.rows["path"][keep]
+            want = min(k, paths.nunique())
+        else:
+            want = min(k, n_pass)
+        # A flat index filters exactly inside FAISS; a selective filter over an approximate index is cheaper
+        # and surer to answer by scoring the few passing rows directly.
+        exact = allowed is not None and self.kind != "flat" and n_pass <= EXACT_FILTER_ROWS
+        fetch = min(n_pass, want * 4 if group_by_file else want)
+        knobs, widened = dict(self.knobs), 0
+        while True:
+            if exact:
+                scores, ids = self._exact(q, fetch, allowed)
+            else:
+                D, I = faiss_index.search(self.faiss, self.kind, q, fetch, knobs, allowed)
+                ok = I[0] >= 0
+                ids, scores = I[0][ok], D[0][ok]
+            got = len(ids)
+            if group_by_file:
+                ids, scores = self._best_per_file(ids, scores)
+            if len(ids) >= want or got >= n_pass:
+                return ids[:k], scores[:k]
+            if got < fetch and not exact and self.kind != "flat":
+                # The approximate index ran out of candidates: look wider, then score the passing rows exactly.
+                if widened < 2:
+                    knobs, widened = faiss_index.widen(self.kind, knobs), widened + 1
+                else:
+                    exact = True
+                continue
+            if fetch >= n_pass:
+                return ids[:k], scores[:k]
+            fetch = min(n_pass, fetch * 4)
+
+    def _exact(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the n best among `allowed` (None: all rows) by brute force over their vectors."""
+        ids = self.rows["id"].to_numpy() if allowed is None else np.asarray(allowed, np.int64)
+        s = self.vectors_for(ids) @ q[0]
+        top = np.argpartition(-s, min(n, len(s)) - 1)[:n] if n < len(s) else np.arange(len(s))
+        top = top[np.argsort(-s[top], kind="stable")]
+        return s[top], ids[top]
+
+    def vectors_for(self, ids: np.ndarray) -> np.ndarray:
+        """Normalised vectors of the given row ids: from FAISS where it keeps them, else from the shards."""
+        x = faiss_index.reconstruct(self.faiss, ids)
+        return x if x is not None else self._stored_vectors[self.rows.index.get_indexer(ids)]
+
+    @cached_property
+    def _stored_vectors(self) -> np.ndarray:
+        """All embeddings from the shards (for index types that cannot give vectors back), loaded once."""
+        return self.embeddings()
 
     def records(self, ids: np.ndarray, scores: np.ndarray) -> list[dict]:
         """Result rows in the documented JSON shape: rank, score, path, label, offset_s (+ duration_s, id)."""

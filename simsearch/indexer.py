@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from . import __version__
 from . import faiss_index
 from .audio import file_sha256
-from .encoders import DEFAULT_ENCODER, Encoder, get_encoder
+from .encoders import DEFAULT_ENCODER, Encoder, get_encoder, resolve_device
 from .errors import IndexFormatError, SimsearchError
 from .reader import Chunk, stream_chunks
 from .sources import Item, collect
@@ -23,6 +24,12 @@ from .store import FORMAT_VERSION, IndexDir, shard_schema
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 10.0
+# Before the encoder every clip is trimmed of silence more than DEFAULT_TRIM_DB under its gated level and
+# scaled to DEFAULT_LOUDNESS_DB, so level changes and late starts do not move it (docs/benchmarks.md).
+DEFAULT_LOUDNESS_DB = -20.0
+DEFAULT_TRIM_DB = 40.0
+LOUDNESS_OFF = "off"
+CONDITIONING = {"loudness": DEFAULT_LOUDNESS_DB, "trim": DEFAULT_TRIM_DB}  # option -> default for new indexes
 
 
 @dataclass
@@ -32,7 +39,7 @@ class IndexOptions:
     encoder: str = DEFAULT_ENCODER
     checkpoint: str | None = None
     device: str = "auto"
-    batch_size: int = 32
+    batch_size: int | None = None  # None: 32 on CPU, the largest that pays off on a GPU (autobatch)
     window_s: float | None = None  # None: the index's recorded value, else DEFAULT_WINDOW_S
     hop_s: float | None = None
     label_regex: str | None = None
@@ -43,9 +50,20 @@ class IndexOptions:
     strict: bool = False
     max_duration_s: float | None = None
     progress: bool = True
+    loudness: float | str | None = None  # dBFS target; "off": none; None: the index's value, else DEFAULT_LOUDNESS_DB
+    trim: float | str | None = None  # dB under the gated level; "off": none; None: the index's, else DEFAULT_TRIM_DB
+    engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
+    ray_address: str | None = None  # None: start a local Ray
+    index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto
+    max_memory: str | int | None = None  # FAISS memory budget for auto ("8G"); None: the recorded one, else none
 
     def encoder_options(self) -> dict:
-        return {k: v for k, v in {"pooling": self.pooling, "layer": self.layer}.items() if v is not None}
+        """What the encoder is built with, recorded in index.json so queries rebuild the same one."""
+        opts = {k: v for k, v in {"pooling": self.pooling, "layer": self.layer}.items() if v is not None}
+        for key, default in CONDITIONING.items():
+            value = getattr(self, key)
+            opts[key] = default if value is None else None if value == LOUDNESS_OFF else float(value)
+        return opts
 
 
 @dataclass
@@ -74,7 +92,7 @@ def check_compatible(info: dict, enc: Encoder, options: IndexOptions, root: Path
     """An index holds one encoder's space; refuse to mix another one into it."""
     old = info["encoder"]
     new = encoder_record(enc, options)
-    for key in ("name", "checkpoint", "dim", "pooling"):
+    for key in ("name", "checkpoint", "dim", "pooling", *CONDITIONING):
         if old.get(key) != new.get(key):
             raise IndexFormatError(
                 f"{root} was built with encoder {old.get('name')} ({key}={old.get(key)!r}), not {new.get(key)!r}; "
@@ -91,6 +109,9 @@ class ShardWriter:
         self.d, self.schema, self.shard_rows, self.next_id = d, shard_schema(dim, extras), shard_rows, next_id
         self.extras = sorted(extras)
         self.rows: dict[str, list] = {f.name: [] for f in self.schema}
+        # Shards are compressed and fsynced on a background thread so the encoder never waits on the disk.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._writes: list[Future] = []
 
     def add_file(self, item: Item, sha: str, sample_rate: int, windows: list, outputs: list[dict]) -> None:
         for w, out in zip(windows, outputs):
@@ -107,11 +128,20 @@ class ShardWriter:
             for name in self.extras:
                 self.rows[name].append(out[name])
         if len(self.rows["id"]) >= self.shard_rows:
-            self.flush()
+            self._submit()
 
     def flush(self) -> None:
+        """Write what is buffered and wait until every shard is on disk."""
+        self._submit()
+        for fut in self._writes:
+            fut.result()
+        self._writes = []
+
+    def _submit(self) -> None:
         if not self.rows["id"]:
             return
+        while len(self._writes) >= 2:  # at most two shards in flight bounds the memory they hold
+            self._writes.pop(0).result()
         cols = {}
         for f in self.schema:
             vals = self.rows[f.name]
@@ -120,7 +150,7 @@ class ShardWriter:
                 cols[f.name] = pa.FixedSizeListArray.from_arrays(flat, f.type.list_size)
             else:
                 cols[f.name] = pa.array(vals, f.type)
-        self.d.write_shard(pa.table(cols, schema=self.schema))
+        self._writes.append(self._pool.submit(self.d.write_shard, pa.table(cols, schema=self.schema)))
         self.rows = {f.name: [] for f in self.schema}
 
 
@@ -144,11 +174,23 @@ class ErrorLog:
         self.f.close()
 
 
+BUCKET_BATCHES = 4  # windows gathered before sorting by length: enough to cut padding, few enough to bound memory
+
+
 def _embed_pending(enc: Encoder, pending: list, batch_size: int, flush_all: bool) -> list:
-    """Embed full batches of (item, window_index, samples); returns (item, window_index, output) triples."""
+    """Embed (item, window_index, samples) in batches of similar length; returns (item, window_index, output).
+
+    Sorting a few batches' worth by length before cutting batches means short clips are not padded to
+    the longest one in the queue; the leftover (< one batch) waits for the next round or the final flush.
+    """
+    if not flush_all and len(pending) < batch_size * BUCKET_BATCHES:
+        return []
+    pending.sort(key=lambda p: len(p[2]))
+    take = len(pending) if flush_all else len(pending) // batch_size * batch_size
+    ready, pending[:] = pending[:take], pending[take:]
     done = []
-    while len(pending) >= batch_size or (flush_all and pending):
-        batch, pending[:] = pending[:batch_size], pending[batch_size:]
+    for s in range(0, len(ready), batch_size):
+        batch = ready[s:s + batch_size]
         out = enc.embed_batch([b[2] for b in batch])
         for j, (item, wi, _) in enumerate(batch):
             done.append((item, wi, {k: v[j] for k, v in out.items()}))
@@ -177,6 +219,7 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
             live = d.live_rows(["id", "path", "sha256"])
             done = dict(zip(live.column("path").to_pylist(), live.column("sha256").to_pylist()))
             next_id = int(max(live.column("id").to_pylist(), default=-1)) + 1
+            next_id = max(next_id, int((info or {}).get("next_id", 0)))  # never reuse an id faiss.index may hold
             todo, shas, changed = [], {}, set()
             for item in tqdm(items, desc="hashing", unit="file", disable=not options.progress):
                 try:
@@ -197,7 +240,19 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
                 present = {i.path for i in items} | {u.path for u in unreadable}
                 gone = {p for p in done if (p.startswith(root) or p.startswith(str(src_path.absolute()) + "/"))
                         and p not in present}
-            summary.indexed = _embed_files(d, enc, todo, shas, options, next_id, errors)
+            if todo and options.batch_size is None:
+                from dataclasses import replace
+
+                from .autobatch import find_batch_size
+
+                options = replace(options, batch_size=find_batch_size(enc, resolve_device(options.device),
+                                                                      options.window_s))
+            if options.engine == "ray":
+                from .ray_engine import embed_files_ray
+
+                summary.indexed = embed_files_ray(d, enc, todo, shas, options, next_id, errors)
+            else:
+                summary.indexed = _embed_files(d, enc, todo, shas, options, next_id, errors)
             # Changed files' old rows are shadowed by their new shard; compaction removes them with the rest.
             d.compact(gone | {e["path"] for e in errors.entries if e["path"] in done})
             summary.removed = len(gone)
@@ -205,7 +260,8 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
             errors.close()
         summary.errors = len(errors.entries)
         summary.error_list = errors.entries
-        summary.rows = rebuild(d, enc_record=encoder_record(enc, options), options=options, source=str(src_path))
+        summary.rows = rebuild(d, enc_record=encoder_record(enc, options), options=options, source=str(src_path),
+                               incremental=True)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -218,7 +274,14 @@ def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOp
     window = options.window_s if options.window_s is not None else info.get("window_s", DEFAULT_WINDOW_S)
     hop = options.hop_s if options.hop_s is not None else info.get("hop_s", window)
     regex = options.label_regex if options.label_regex is not None else info.get("label_regex")
-    return replace(options, window_s=window, hop_s=hop, label_regex=regex)
+    conditioning = {}
+    for key in CONDITIONING:  # indexes from before these options recorded none: keep them off
+        value = getattr(options, key)
+        if value is None and info:
+            recorded = info.get("encoder", {}).get("options", {}).get(key)
+            value = LOUDNESS_OFF if recorded is None else recorded
+        conditioning[key] = value
+    return replace(options, window_s=window, hop_s=hop, label_regex=regex, **conditioning)
 
 
 def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, options: IndexOptions, next_id: int,
@@ -274,39 +337,45 @@ def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, option
 
 
 def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions | None = None,
-            source: str | None = None) -> int:
-    """(Re)build faiss.index and index.json from the shards, the source of truth; returns the row count."""
+            source: str | None = None, incremental: bool = False, index_type: str | None = None,
+            max_memory: str | int | None = None) -> int:
+    """Bring faiss.index and index.json in line with the shards, the source of truth; returns the row count.
+
+    `incremental` updates the existing FAISS index in place where its type allows (see index_build);
+    otherwise, and from `simsearch rebuild`, it is built again. The index type and memory budget default to
+    what index.json recorded, else "auto" without a budget.
+    """
+    from . import ann
+    from .index_build import extra_columns, write_faiss
+
     info = d.read_info() if d.exists() else {}
     if enc_record is None and not info:
         raise IndexFormatError(f"{d.root}: no index.json; cannot tell which encoder made the shards")
-    table = d.live_rows()
     dim = (enc_record or info["encoder"])["dim"]
-    if table.num_rows:
-        emb = table.column("embedding")
-        vectors = np.asarray(emb.combine_chunks().flatten(), dtype=np.float32).reshape(table.num_rows, -1)
-        if vectors.shape[1] != dim:
-            raise IndexFormatError(f"{d.root}: shards hold {vectors.shape[1]}-d vectors but index.json says {dim}")
-        ids = np.asarray(table.column("id").to_numpy(), dtype=np.int64)
-    else:
-        vectors, ids = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
-    index = faiss_index.build(vectors, ids)
-    faiss_index.save(index, d.faiss_path)
+    old = info.get("faiss", {})
+    meta = d.live_rows(["id", "path"])
+    ids = np.asarray(meta.column("id").to_numpy(), dtype=np.int64)
+    requested = index_type or getattr(options, "index_type", None) or old.get("requested") or "auto"
+    budget = max_memory if max_memory is not None else getattr(options, "max_memory", None)
+    budget = ann.parse_memory(budget if budget is not None else old.get("max_memory"))
+    high_water = info.get("next_id")
+    record = write_faiss(d, ids, dim, old, requested, budget, incremental, high_water)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    extras = [f.name for f in table.schema if f.name not in ("id", "path", "sha256", "offset_s", "duration_s",
-                                                              "sample_rate", "label", "metadata", "embedding")]
     new = dict(info)
     new.update({
         "format_version": FORMAT_VERSION,
         "simsearch_version": __version__,
         "dim": dim,
         "metric": "cosine",
-        "faiss": {"type": "flat", "class": type(index).__name__},
+        "faiss": record,
         "updated_at": now,
-        "counts": {"rows": table.num_rows, "files": len(set(table.column("path").to_pylist()))},
-        "extras": extras,
+        "counts": {"rows": len(ids), "files": len(set(meta.column("path").to_pylist()))},
+        "extras": extra_columns(d),
         "versions": _versions(),
         "shards": [p.name for p in d.shard_paths()],  # the committed set readers load (see Index.open)
         "generation": int(info.get("generation", 0)) + 1,
+        # ids are never handed out twice, even after their rows are gone (an old faiss.index may still hold them)
+        "next_id": max(int(high_water or 0), int(ids.max()) + 1 if len(ids) else 0),
     })
     new.setdefault("created_at", now)
     if enc_record is not None:
@@ -318,7 +387,7 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     if source is not None:
         new["sources"] = sorted(set(new.get("sources", [])) | {str(Path(source).absolute())})
     d.write_info(new)
-    return table.num_rows
+    return len(ids)
 
 
 def _versions() -> dict:

