@@ -75,7 +75,7 @@ def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
     ix, t_build = timed(lambda: faiss_index.build(x, ids, "ivfpq", p, train=train))
     knobs, tuned = ann.tune(ix, "ivfpq", p, x, ids)
     mem = faiss_index.memory_bytes(ix)
-    print(f"# d={dim}: IVF-PQ {p} built in {t_build:.0f} s; tuned {knobs} (recall on stored rows {tuned})", flush=True)
+    print(f"# d={dim}: IVF-PQ {p} built in {t_build:.0f} s; tuned {knobs} (calibration recall@10 {tuned})", flush=True)
     settings = [("tuned " + _fmt(knobs), knobs)] + [(_fmt(k), k) for k in (
         {"nprobe": 4, "k_factor": 2}, {"nprobe": 8, "k_factor": 4}, {"nprobe": 16, "k_factor": 4},
         {"nprobe": 16, "k_factor": 8}, {"nprobe": 32, "k_factor": 8}) if k != knobs]

@@ -44,7 +44,7 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     encoder, _, opts = rest.partition(":")
     kv = dict(p.split("=", 1) for p in opts.split(",") if p)
     io = IndexOptions(encoder=encoder, pooling=kv.pop("pooling", None), loudness=kv.pop("loudness", None),
-                      trim=kv.pop("trim", None))
+                      trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None))
     if kv:
         raise SystemExit(f"unknown option(s) {sorted(kv)} in {text!r}")
     return name, encoder, io.encoder_options()
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default="sonic-pi,fsdd")
     p.add_argument("--perturbations", help="comma-separated subset (default: all)")
     p.add_argument("--no-classify", action="store_true")
+    p.add_argument("--no-robustness", action="store_true", help="kNN / probe only")
     p.add_argument("--out", default="/tmp/robust-table")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if entry.get("options") != options:
                 entry = {"options": options, "encoder": encoder}
             t = time.time()
-            if "rows" not in entry or (perts and not set(perts) <= set(entry["rows"])):
+            if not args.no_robustness and ("rows" not in entry or (perts and not set(perts) <= set(entry["rows"]))):
                 r = run_robustness(spec["src"], encoder, options, label_regex=spec["regex"], limit=spec["limit"],
                                    perturbations=perts, seed=0, progress=False, enc=enc)
                 entry.update(rows=r.rows, info={k: v for k, v in r.info.items() if k != "errors"})
@@ -132,7 +133,7 @@ def render(report: dict) -> str:
     for set_name in dict.fromkeys(k.split("/")[0] for k in report):
         entries = {k.split("/", 1)[1]: v for k, v in report.items() if k.startswith(set_name + "/")}
         results = {n: RobustnessResult(e["rows"], e.get("info", {})) for n, e in entries.items() if "rows" in e}
-        info = next(iter(entries.values())).get("info", {})
+        info = next((e["info"] for e in entries.values() if "info" in e), {})
         lines += [f"### {set_name}: {info.get('n_clips')} clips for the perturbation table", ""]
         if results:
             lines += [markdown_table(results), ""]

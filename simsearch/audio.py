@@ -194,6 +194,15 @@ def gated_level_db(x: np.ndarray, sample_rate: int) -> float | None:
     return float(10.0 * np.log10(power.mean()))
 
 
+def band_limit(x: np.ndarray, sample_rate: int, max_hz: float) -> np.ndarray:
+    """Remove content above max_hz by resampling to 2 * max_hz and back (same length)."""
+    rate = int(round(2 * max_hz))
+    if rate >= sample_rate or x.size == 0:
+        return np.asarray(x, dtype=np.float32)
+    y = resample(resample(x, sample_rate, rate), rate, sample_rate)
+    return (y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))).astype(np.float32)
+
+
 TRIM_BLOCK_S = 0.01
 
 

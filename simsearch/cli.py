@@ -36,7 +36,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, loudness=args.loudness,
-                        trim=args.trim,
+                        trim=args.trim, bandwidth=args.bandwidth,
                         num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
                         progress=not args.quiet, **cli_scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trim", type=_loudness,
                    help="cut lead-in and tail quieter than this many dB under the clip's level, or 'off' "
                         "(default 40; on resume: the index's)")
+    s.add_argument("--bandwidth", type=_loudness,
+                   help="low-pass every clip to this many Hz before the encoder, or 'off' (default off; "
+                        "on resume: the index's)")
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")

@@ -20,7 +20,7 @@ def parse_loudness(value: str) -> float | str:
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run, for the report."""
     parts = ["simsearch", "robustness", args.src, "--encoder", args.encoder]
-    for flag in ("checkpoint", "pooling", "loudness", "trim", "layer", "label_regex", "limit", "perturbations", "seed",
+    for flag in ("checkpoint", "pooling", "loudness", "trim", "bandwidth", "layer", "label_regex", "limit", "perturbations", "seed",
                  "window"):
         value = getattr(args, flag)
         if value is not None:
@@ -33,7 +33,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from .robustness import markdown_table, run_robustness, write_report
 
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, pooling=args.pooling, layer=args.layer,
-                        loudness=args.loudness, trim=args.trim)
+                        loudness=args.loudness, trim=args.trim, bandwidth=args.bandwidth)
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()] if args.perturbations else None
     result = run_robustness(args.src, args.encoder, opts.encoder_options(), args.checkpoint, args.label_regex,
                             args.limit, perturbations, args.seed, args.window, None, args.device, args.batch_size,
@@ -67,6 +67,8 @@ def register(subparsers) -> None:
                         "(default: as `simsearch index`)")
     s.add_argument("--trim", type=parse_loudness,
                    help="cut lead-in and tail this many dB under the clip's level, or 'off' (default: as `simsearch index`)")
+    s.add_argument("--bandwidth", type=parse_loudness,
+                   help="low-pass every clip to this many Hz, or 'off' (default: as `simsearch index`)")
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--label-regex", help="labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")

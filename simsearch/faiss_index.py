@@ -40,6 +40,7 @@ def empty(kind: str, dim: int, params: dict | None = None) -> faiss.Index:
         ivf.cp.niter = int(p.get("niter", 15))
         ivf.pq.cp.niter = int(p.get("niter", 15))
         ivf.pq.cp.max_points_per_centroid = int(p.get("pq_points_per_centroid", 100))  # PQ training dominates build time
+        ivf.pq.cp.min_points_per_centroid = 3  # small collections train fine on fewer; spares FAISS's stderr warnings
         refine = p.get("refine", "none")
         if refine == "none":
             return ivf
@@ -117,7 +118,7 @@ def search(index: faiss.Index, kind: str, q: np.ndarray, k: int, knobs: dict | N
         return index.search(q, k, params=ivf_params)
     # IDMap2 over IndexRefine: the refine wrapper passes only base_index_params down, so the selector is
     # translated to internal positions here and set on the IVF's own parameters.
-    id_map = faiss.vector_to_array(index.id_map)
+    id_map = faiss.rev_swig_ptr(index.id_map.data(), index.id_map.size())  # a view: no copy per query
     if allowed is not None:
         pos = np.flatnonzero(np.isin(id_map, allowed)).astype(np.int64)
         sel = faiss.IDSelectorBatch(pos)

@@ -28,8 +28,10 @@ DEFAULT_WINDOW_S = 10.0
 # scaled to DEFAULT_LOUDNESS_DB, so level changes and late starts do not move it (docs/benchmarks.md).
 DEFAULT_LOUDNESS_DB = -20.0
 DEFAULT_TRIM_DB = 40.0
+DEFAULT_BANDWIDTH_HZ: float | None = None
 LOUDNESS_OFF = "off"
-CONDITIONING = {"loudness": DEFAULT_LOUDNESS_DB, "trim": DEFAULT_TRIM_DB}  # option -> default for new indexes
+# option -> default for new indexes (see Encoder.condition)
+CONDITIONING = {"loudness": DEFAULT_LOUDNESS_DB, "trim": DEFAULT_TRIM_DB, "bandwidth": DEFAULT_BANDWIDTH_HZ}
 
 
 @dataclass
@@ -52,6 +54,7 @@ class IndexOptions:
     progress: bool = True
     loudness: float | str | None = None  # dBFS target; "off": none; None: the index's value, else DEFAULT_LOUDNESS_DB
     trim: float | str | None = None  # dB under the gated level; "off": none; None: the index's, else DEFAULT_TRIM_DB
+    bandwidth: float | str | None = None  # low-pass Hz; "off": none; None: the index's, else DEFAULT_BANDWIDTH_HZ
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
     ray_address: str | None = None  # None: start a local Ray
     index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto

@@ -51,6 +51,11 @@ def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -
         if gap < 2 * se:
             notes.append(f"{best} and {order[1]} are within noise of each other (gap {_pct(gap)}, about "
                          f"{gap / se:.1f} standard errors over {n} test files).")
+    by_knn = max(order, key=lambda e: (results[e].metrics["knn_accuracy"], results[e].metrics["map"]))
+    if by_knn != best:
+        km = results[by_knn].metrics
+        notes.append(f"For search rather than labelling, {by_knn} is the better space: kNN {km['knn_accuracy']:.3f} vs "
+                     f"{bm['knn_accuracy']:.3f}, retrieval mAP {km['map']:.3f} vs {bm['map']:.3f} for {best}.")
     if baseline in results:
         base = results[baseline].metrics
         notes.append(f"Baseline first: the handcrafted {baseline} features reach probe accuracy "
@@ -103,7 +108,8 @@ def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -
     _, counts = np.unique(results[best].y_true.astype(str), return_counts=True)
     median = int(np.median(counts))
     if acc >= ENOUGH:
-        notes.append(f"Fine-tuning does not look justified: at most {_pct(1 - acc)} of files are left to win.")
+        left = f"at most {_pct(1 - acc)} of files are left to win" if acc < 1 else "no test file is left to win"
+        notes.append(f"Fine-tuning does not look justified: {left}.")
     elif pretrained is None:
         notes.append("Evaluate pretrained encoders before considering fine-tuning.")
     elif not beats:

@@ -166,9 +166,29 @@ def test_loudness_makes_a_quieter_copy_embed_the_same(name, yamnet):
     assert normed > 0.995 and normed > plain
 
 
+def test_bandwidth_makes_a_band_limited_copy_embed_the_same():
+    enc = get_encoder("spectral", device="cpu")
+    x = resample(music(2.0), SR, 16000)
+    phone = lowpass_resample(x, 16000)
+    plain = _cos(*enc.embed_audio([x, phone]))
+    enc.bandwidth = 4000.0
+    limited = _cos(*enc.embed_audio([x, phone]))
+    assert limited > 0.999 and limited > plain
+
+
+def test_gem_pooling_does_not_depend_on_the_batch():
+    from simsearch.encoders.base import pool_frames
+
+    rng = np.random.default_rng(0)
+    frames, mask = rng.standard_normal((3, 5, 4)).astype(np.float32), np.ones((3, 5), bool)
+    mask[1, 3:] = False
+    alone = pool_frames(frames[1:2], mask[1:2], "gem")
+    np.testing.assert_allclose(pool_frames(frames, mask, "gem")[1:2], alone, rtol=1e-6)
+
+
 def test_base_options_reach_every_encoder():
-    enc = get_encoder("spectral", device="cpu", loudness=-23, trim=30)
-    assert enc.loudness == -23.0 and enc.trim == 30.0
+    enc = get_encoder("spectral", device="cpu", loudness=-23, trim=30, bandwidth=4000)
+    assert enc.loudness == -23.0 and enc.trim == 30.0 and enc.bandwidth == 4000.0
     assert enc.describe()["loudness"] == -23.0
     with pytest.raises(SimsearchError):
         get_encoder("spectral", loudness="loud")

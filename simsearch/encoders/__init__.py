@@ -68,7 +68,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 # Options every encoder takes, applied by the base class rather than each constructor.
-BASE_OPTIONS = ("loudness", "trim")
+BASE_OPTIONS = ("loudness", "trim", "bandwidth")
 
 
 def base_options(options: dict) -> dict:
@@ -90,6 +90,14 @@ def base_options(options: dict) -> dict:
         if not 0.0 < trim <= 100.0:
             raise SimsearchError(f"trim {trim} dB is outside 0..100")
         out["trim"] = trim
+    if options.get("bandwidth") is not None:
+        try:
+            bandwidth = float(options["bandwidth"])
+        except (TypeError, ValueError):
+            raise SimsearchError(f"bandwidth must be a frequency in Hz such as 4000, not {options['bandwidth']!r}") from None
+        if not 500.0 <= bandwidth <= 48000.0:
+            raise SimsearchError(f"bandwidth {bandwidth} Hz is outside 500..48000")
+        out["bandwidth"] = bandwidth
     return out
 
 

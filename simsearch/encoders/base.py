@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..audio import normalize_loudness, trim_silence
+from ..audio import band_limit, normalize_loudness, trim_silence
 
 POOLINGS = ("mean", "meanstd", "gem")
 
@@ -31,7 +31,10 @@ def pool_frames(frames: np.ndarray, mask: np.ndarray, pooling: str = "mean", p: 
     if pooling == "meanstd":
         var = (((frames - mean[:, None, :]) ** 2) * m).sum(axis=1) / n
         return np.concatenate([mean, np.sqrt(var)], axis=1).astype(np.float32)
-    shifted = frames - frames.min(axis=(0, 1), keepdims=True) + 1e-6  # GeM needs non-negative inputs
+    # GeM needs non-negative inputs: shift each clip's own negative dims (never the batch's, so a clip's vector
+    # does not depend on what it was batched with); post-ReLU features such as YAMNet's are left as they are.
+    low = np.minimum(np.where(mask[..., None], frames, np.inf).min(axis=1, keepdims=True), 0.0)
+    shifted = np.maximum(frames - low, 0.0) + 1e-6
     gem = ((shifted**p) * m).sum(axis=1) / n
     return (gem ** (1.0 / p)).astype(np.float32)
 
@@ -49,6 +52,7 @@ class Encoder:
     min_seconds: float = 0.1  # clicks shorter than this are zero-padded so every front end gets whole frames
     loudness: float | None = None  # gated level (dBFS) each clip is scaled to before the front end; None: as is
     trim: float | None = None  # cut lead-in / tail more than this many dB under the gated level; None: keep
+    bandwidth: float | None = None  # low-pass (Hz) every clip to, so band-limited copies match; None: full band
 
     @property
     def dim(self) -> int:
@@ -68,9 +72,11 @@ class Encoder:
         return {"embedding": pool_frames(out.frames, out.mask, self.pooling), **out.extras}
 
     def condition(self, x: np.ndarray) -> np.ndarray:
-        """The same level and extent for every copy of a sound: trim silence, then normalise loudness."""
+        """The same extent, band and level for every copy of a sound: trim silence, band-limit, normalise loudness."""
         if self.trim is not None:
             x = trim_silence(x, self.sample_rate, self.trim)
+        if self.bandwidth is not None:
+            x = band_limit(x, self.sample_rate, self.bandwidth)
         if self.loudness is not None:
             x = normalize_loudness(x, self.sample_rate, self.loudness)
         return x
@@ -93,4 +99,5 @@ class Encoder:
             "pooling": self.pooling,
             "loudness": self.loudness,
             "trim": self.trim,
+            "bandwidth": self.bandwidth,
         }
