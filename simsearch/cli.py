@@ -130,11 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-regex", help="take labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
     s.add_argument("--loudness", type=_loudness,
-                   help="scale each clip to this gated level in dBFS before the encoder, or 'off' (default -20; "
+                   help="scale each clip to this gated level in dBFS before the encoder, e.g. -20, or 'off' (default off; "
                         "on resume: the index's)")
     s.add_argument("--trim", type=_loudness,
                    help="cut lead-in and tail quieter than this many dB under the clip's level, or 'off' "
-                        "(default 40; on resume: the index's)")
+                        "e.g. 40 (default off; on resume: the index's)")
     s.add_argument("--bandwidth", type=_loudness,
                    help="low-pass every clip to this many Hz before the encoder, or 'off' (default off; "
                         "on resume: the index's)")

@@ -24,10 +24,11 @@ from .store import FORMAT_VERSION, IndexDir, shard_schema
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 10.0
-# Before the encoder every clip is trimmed of silence more than DEFAULT_TRIM_DB under its gated level and
-# scaled to DEFAULT_LOUDNESS_DB, so level changes and late starts do not move it (docs/benchmarks.md).
-DEFAULT_LOUDNESS_DB = -20.0
-DEFAULT_TRIM_DB = 40.0
+# Conditioning before the encoder (loudness normalisation, silence trim) is available to every encoder but
+# off by default: the settings tried so far raised robustness yet lowered FSDD kNN-1 for YAMNet (0.727 -> 0.577),
+# and issue 9 requires neither to drop. Turn on per index with --loudness -20 --trim 40.
+DEFAULT_LOUDNESS_DB: float | None = None
+DEFAULT_TRIM_DB: float | None = None
 DEFAULT_BANDWIDTH_HZ: float | None = None
 LOUDNESS_OFF = "off"
 # option -> default for new indexes (see Encoder.condition)
