@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install, then build a demo index of real sounds with the offline default (YAMNet) and query it.
+# Install, then build a demo index of real sounds with the offline default (YAMNet + Whisper tiny.en) and query it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

@@ -80,7 +80,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
-    from .encoders import SPECS, offline_available
+    from .encoders import DEFAULT_ENCODER, SPECS, offline_available
 
     rows = [{"name": s.name, "sample_rate": s.sample_rate, "dim": s.dim, "text": s.text,
              "default_checkpoint": s.default_checkpoint, "offline_here": offline_available(s), "summary": s.summary}
@@ -93,6 +93,7 @@ def cmd_encoders(args: argparse.Namespace) -> int:
         dim = r["dim"] if r["dim"] is not None else "ckpt"
         print(f"{r['name']:<22}{r['sample_rate']:>7}{dim:>7}  {'yes' if r['text'] else 'no':<5} "
               f"{'yes' if r['offline_here'] else 'no':<8} {r['default_checkpoint'] or '-'}: {r['summary']}")
+    print(f"\ndefault: {DEFAULT_ENCODER} (fuse any with '+', weight a part with '*': yamnet*0.3+aisfx)")
     return 0
 
 
@@ -114,6 +115,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .encoders import DEFAULT_ENCODER
+
     p = argparse.ArgumentParser(prog="simsearch", description="Audio embedding index and similarity search.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", help="embed a folder or manifest into an index folder (resumable)")
     s.add_argument("src", help="folder of audio (walked recursively) or a .csv/.parquet manifest with a 'path' column")
     s.add_argument("--out", required=True, help="index folder, e.g. indexes/NAME")
-    s.add_argument("--encoder", default="yamnet", help="encoder name (see `simsearch encoders`); default yamnet")
+    s.add_argument("--encoder", default=DEFAULT_ENCODER,
+                   help=f"encoder name, or several joined by '+' (see `simsearch encoders`); default {DEFAULT_ENCODER}")
     s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
     s.add_argument("--device", default="auto", help="auto|cpu|cuda")
     s.add_argument("--batch-size", type=int, help="windows per encoder call (default: 32 on CPU, found on a GPU)")

@@ -24,11 +24,12 @@ from .store import FORMAT_VERSION, IndexDir, shard_schema
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 10.0
-# Conditioning before the encoder (loudness normalisation, silence trim) is available to every encoder but
-# off by default: the settings tried so far raised robustness yet lowered FSDD kNN-1 for YAMNet (0.727 -> 0.577),
-# and issue 9 requires neither to drop. Turn on per index with --loudness -20 --trim 40.
-DEFAULT_LOUDNESS_DB: float | None = None
-DEFAULT_TRIM_DB: float | None = None
+# Conditioning before the encoder, the same for every encoder (Encoder.condition), chosen by the robustness table
+# in docs/benchmarks.md: every clip is scaled to a gated level of -40 dBFS (a quieter or louder copy embeds the same;
+# -40 rather than -20 keeps quiet room noise under YAMNet's log floor) and lead-in / tail more than 40 dB under that
+# level is cut (a copy that starts late embeds the same). `--loudness off --trim off` turns them off.
+DEFAULT_LOUDNESS_DB: float | None = -40.0
+DEFAULT_TRIM_DB: float | None = 40.0
 DEFAULT_BANDWIDTH_HZ: float | None = None
 LOUDNESS_OFF = "off"
 # option -> default for new indexes (see Encoder.condition)

