@@ -1,6 +1,6 @@
 """Before/after table for docs/benchmarks.md: perturbation recovery and kNN-1 / probe accuracy per configuration.
 
-Each configuration is an encoder plus options (pooling, loudness, trim) as `simsearch index` would record
+Each configuration is an encoder plus options (pooling, loudness, trim, bandwidth, noise_twin) as `simsearch index` would record
 them. For each data set it reports, through the same embedding path as a search query:
 
 * robustness (simsearch.robustness) on a seeded subset: rank-1 recovery and label mAP per perturbation;
@@ -44,7 +44,8 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     encoder, _, opts = rest.partition(":")
     kv = dict(p.split("=", 1) for p in opts.split(",") if p)
     io = IndexOptions(encoder=encoder, pooling=kv.pop("pooling", None), loudness=kv.pop("loudness", None),
-                      trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None))
+                      trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None),
+                      noise_twin=kv.pop("noise_twin", None))
     if kv:
         raise SystemExit(f"unknown option(s) {sorted(kv)} in {text!r}")
     return name, encoder, io.encoder_options()

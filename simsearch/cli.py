@@ -8,6 +8,7 @@ import logging
 import sys
 
 from . import cli_scale
+from .cli_options import add_conditioning_flags, conditioning
 from .errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
@@ -24,19 +25,12 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}")
 
 
-def _loudness(value: str) -> float | str:
-    from .cli_robust import parse_loudness
-
-    return parse_loudness(value)
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     from .indexer import IndexOptions, run_index
 
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
-                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, loudness=args.loudness,
-                        trim=args.trim, bandwidth=args.bandwidth,
+                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, **conditioning(args),
                         num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
                         progress=not args.quiet, **cli_scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
@@ -133,15 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: window)")
     s.add_argument("--label-regex", help="take labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
-    s.add_argument("--loudness", type=_loudness,
-                   help="scale each clip to this gated level in dBFS before the encoder, e.g. -20, or 'off' (default off; "
-                        "on resume: the index's)")
-    s.add_argument("--trim", type=_loudness,
-                   help="cut lead-in and tail quieter than this many dB under the clip's level, or 'off' "
-                        "e.g. 40 (default off; on resume: the index's)")
-    s.add_argument("--bandwidth", type=_loudness,
-                   help="low-pass every clip to this many Hz before the encoder, or 'off' (default off; "
-                        "on resume: the index's)")
+    add_conditioning_flags(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")

@@ -6,22 +6,14 @@ import json
 import shlex
 import sys
 
-
-def parse_loudness(value: str) -> float | str:
-    """'-20' -> -20.0; 'off' / 'none' -> 'off' (for --loudness and --trim)."""
-    if value.strip().lower() in ("off", "none"):
-        return "off"
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of dB such as -20, or 'off'; got {value!r}") from None
+from .cli_options import CONDITIONING_FLAGS, add_conditioning_flags, conditioning
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run, for the report."""
     parts = ["simsearch", "robustness", args.src, "--encoder", args.encoder]
-    for flag in ("checkpoint", "pooling", "loudness", "trim", "bandwidth", "layer", "label_regex", "limit", "perturbations", "seed",
-                 "window"):
+    for flag in ("checkpoint", "pooling", *CONDITIONING_FLAGS, "layer", "label_regex", "limit", "perturbations",
+                 "seed", "window"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
@@ -33,7 +25,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from .robustness import markdown_table, run_robustness, write_report
 
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, pooling=args.pooling, layer=args.layer,
-                        loudness=args.loudness, trim=args.trim, bandwidth=args.bandwidth)
+                        **conditioning(args))
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()] if args.perturbations else None
     result = run_robustness(args.src, args.encoder, opts.encoder_options(), args.checkpoint, args.label_regex,
                             args.limit, perturbations, args.seed, args.window, None, args.device, args.batch_size,
@@ -63,13 +55,7 @@ def register(subparsers) -> None:
     s.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"encoder name, or several joined by '+' (default {DEFAULT_ENCODER})")
     s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
-    s.add_argument("--loudness", type=parse_loudness,
-                   help="normalise each clip to this gated level in dBFS before the encoder, or 'off' "
-                        "(default: as `simsearch index`)")
-    s.add_argument("--trim", type=parse_loudness,
-                   help="cut lead-in and tail this many dB under the clip's level, or 'off' (default: as `simsearch index`)")
-    s.add_argument("--bandwidth", type=parse_loudness,
-                   help="low-pass every clip to this many Hz, or 'off' (default: as `simsearch index`)")
+    add_conditioning_flags(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--label-regex", help="labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")

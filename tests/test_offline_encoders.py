@@ -124,3 +124,20 @@ def test_aisfx_shapes_and_batch_consistency(aisfx):
     for i, c in enumerate(clips):
         np.testing.assert_allclose(together[i], aisfx.embed_audio([c])[0], rtol=1e-4, atol=1e-4)
     assert cos(together[0], together[1]) < 0.98
+
+
+def test_packaged_model_dir_says_what_is_missing_and_how_to_get_it(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from simsearch.errors import ModelNotFoundError, packaged_model_dir
+
+    with pytest.raises(ModelNotFoundError, match="'no-such-pkg' package, which is not installed; install it with: pip"):
+        packaged_model_dir("no_such_pkg_mod", "no-such-pkg", "x needs y", "pip install no-such-pkg", "model.bin")
+    fake = types.ModuleType("fake_model_pkg")
+    fake.get_model_path = lambda: str(tmp_path)
+    monkeypatch.setitem(sys.modules, "fake_model_pkg", fake)
+    with pytest.raises(ModelNotFoundError, match="no model.bin in"):
+        packaged_model_dir("fake_model_pkg", "fake-pkg", "x needs y", "pip install fake-pkg", "model.bin")
+    (tmp_path / "model.bin").write_bytes(b"x")
+    assert packaged_model_dir("fake_model_pkg", "fake-pkg", "x needs y", "pip install fake-pkg", "model.bin") == tmp_path

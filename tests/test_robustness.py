@@ -194,6 +194,44 @@ def test_base_options_reach_every_encoder():
         get_encoder("spectral", loudness="loud")
     with pytest.raises(SimsearchError):
         get_encoder("spectral", loudness=12)
+    for bad in ({"trim": 0}, {"bandwidth": 100}, {"noise_twin": -3}, {"noise_twin": "x"}):
+        with pytest.raises(SimsearchError, match=next(iter(bad))):
+            get_encoder("spectral", **bad)
+
+
+def test_noise_twin_adds_a_fixed_noisy_view_to_every_clip():
+    """With noise_twin the clip vector is the sum of the normalised plain and pink-noise views; the noise is the
+    same for every clip (fixed seed), so the vector depends on the clip alone, and a noisy copy lands closer."""
+    from simsearch.encoders.base import TWIN_SEED
+
+    plain = get_encoder("spectral", device="cpu")
+    twin = get_encoder("spectral", device="cpu", noise_twin=15)
+    assert twin.describe()["noise_twin"] == 15.0
+    x = [resample(music(1.5), SR, 16000), tone(300, 1.0, 16000)]
+    noisy = [add_noise(c, 15.0, np.random.default_rng(TWIN_SEED), "pink") for c in x]
+    expected = faiss_index.normalize(plain.embed_audio(x)) + faiss_index.normalize(plain.embed_audio(noisy))
+    got = twin.embed_audio(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(twin.embed_audio(x[1:]), got[1:], rtol=1e-5, atol=1e-6)  # batch-mates do not matter
+    copy = [add_noise(x[0], 10.0, np.random.default_rng(7), "white")]
+    cos = lambda a, b: float(faiss_index.normalize(a)[0] @ faiss_index.normalize(b)[0])  # noqa: E731
+    assert cos(twin.embed_audio(copy), got[:1]) > cos(plain.embed_audio(copy), plain.embed_audio(x[:1]))
+
+
+def test_index_records_noise_twin_and_queries_use_it(class_folder, tmp_path, capsys):
+    from simsearch.index import Index
+
+    out = tmp_path / "ix"
+    assert main(["index", str(class_folder), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "1",
+                 "--noise-twin", "15"]) == 0
+    info = json.loads((out / "index.json").read_text())
+    assert info["encoder"]["options"]["noise_twin"] == 15.0
+    assert Index.open(out).encoder.noise_twin == 15.0
+    capsys.readouterr()
+    assert main(["search", str(out), "--audio", str(class_folder / "high/high1.flac"), "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["score"] > 0.999
+    assert main(["index", str(class_folder), "--out", str(out), "--encoder", "spectral", "-q",
+                 "--noise-twin", "off"]) == 2  # another vector space: refused, not mixed
 
 
 # ---------------------------------------------------------------- fusion

@@ -4,8 +4,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import SimsearchError
-from .base import Encoder, FrameOutput, pool_frames
+from .base import BASE_OPTIONS, Encoder, FrameOutput, pool_frames
 
 
 @dataclass(frozen=True)
@@ -70,37 +72,30 @@ def resolve_device(device: str = "auto") -> str:
         return "cpu"
 
 
-# Options every encoder takes, applied by the base class rather than each constructor.
-BASE_OPTIONS = ("loudness", "trim", "bandwidth")
+# Options every encoder takes, applied by the base class rather than each constructor:
+# name -> (what it is, an example, lowest, highest); trim is a level difference, so its sign is dropped.
+BASE_OPTION_RANGES = {
+    "loudness": ("a level in dBFS", "-40", -70.0, 0.0),
+    "trim": ("a level difference in dB", "40", 1.0, 100.0),
+    "bandwidth": ("a frequency in Hz", "4000", 500.0, 48000.0),
+    "noise_twin": ("a signal-to-noise ratio in dB", "15", 0.0, 60.0),
+}
 
 
 def base_options(options: dict) -> dict:
     """Validated values of the options the base Encoder applies (see BASE_OPTIONS)."""
     out = {}
-    if options.get("loudness") is not None:
+    for key, (what, example, low, high) in BASE_OPTION_RANGES.items():
+        if options.get(key) is None:
+            continue
         try:
-            loudness = float(options["loudness"])
+            value = float(options[key])
         except (TypeError, ValueError):
-            raise SimsearchError(f"loudness must be a level in dBFS such as -20, not {options['loudness']!r}") from None
-        if not -70.0 <= loudness <= 0.0:
-            raise SimsearchError(f"loudness {loudness} dBFS is outside -70..0")
-        out["loudness"] = loudness
-    if options.get("trim") is not None:
-        try:
-            trim = abs(float(options["trim"]))
-        except (TypeError, ValueError):
-            raise SimsearchError(f"trim must be a level difference in dB such as 40, not {options['trim']!r}") from None
-        if not 0.0 < trim <= 100.0:
-            raise SimsearchError(f"trim {trim} dB is outside 0..100")
-        out["trim"] = trim
-    if options.get("bandwidth") is not None:
-        try:
-            bandwidth = float(options["bandwidth"])
-        except (TypeError, ValueError):
-            raise SimsearchError(f"bandwidth must be a frequency in Hz such as 4000, not {options['bandwidth']!r}") from None
-        if not 500.0 <= bandwidth <= 48000.0:
-            raise SimsearchError(f"bandwidth {bandwidth} Hz is outside 500..48000")
-        out["bandwidth"] = bandwidth
+            raise SimsearchError(f"{key} must be {what} such as {example}, not {options[key]!r}") from None
+        value = abs(value) if key == "trim" else value
+        if not (low <= value <= high) or not np.isfinite(value):
+            raise SimsearchError(f"{key} {value:g} is outside {low:g}..{high:g} ({what})")
+        out[key] = value
     return out
 
 

@@ -8,6 +8,8 @@ import numpy as np
 from ..audio import band_limit, normalize_loudness, trim_silence
 
 POOLINGS = ("mean", "meanstd", "gem")
+BASE_OPTIONS = ("loudness", "trim", "bandwidth", "noise_twin")  # applied here, for every encoder
+TWIN_SEED = 0  # the same pink-noise sequence for every clip, so a clip's vector depends on the clip alone
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Encoder:
     loudness: float | None = None  # gated level (dBFS) each clip is scaled to before the front end; None: as is
     trim: float | None = None  # cut lead-in / tail more than this many dB under the gated level; None: keep
     bandwidth: float | None = None  # low-pass (Hz) every clip to, so band-limited copies match; None: full band
+    noise_twin: float | None = None  # SNR (dB) of a pink-noise copy embedded beside each clip; None: no twin
 
     @property
     def dim(self) -> int:
@@ -69,7 +72,21 @@ class Encoder:
         n = int(self.min_seconds * self.sample_rate)
         batch = [x if len(x) >= n else np.pad(x, (0, n - len(x))) for x in batch]
         out = self.embed_frames(batch)
-        return {"embedding": pool_frames(out.frames, out.mask, self.pooling), **out.extras}
+        emb = pool_frames(out.frames, out.mask, self.pooling)
+        if self.noise_twin is not None:
+            from ..faiss_index import normalize
+
+            emb = normalize(emb) + normalize(self.embed_twin(batch))
+        return {"embedding": emb, **out.extras}
+
+    def embed_twin(self, batch: list[np.ndarray]) -> np.ndarray:
+        """Pooled vectors of the clips with fixed pink noise at `noise_twin` dB SNR added: a clip and a noisy copy
+        of it then share half their vector, so noise moves a query less far from its original."""
+        from ..perturb import add_noise
+
+        noisy = [add_noise(x, self.noise_twin, np.random.default_rng(TWIN_SEED), "pink") for x in batch]
+        out = self.embed_frames(noisy)
+        return pool_frames(out.frames, out.mask, self.pooling)
 
     def condition(self, x: np.ndarray) -> np.ndarray:
         """The same extent, band and level for every copy of a sound: trim silence, band-limit, normalise loudness."""
@@ -100,4 +117,6 @@ class Encoder:
             "loudness": self.loudness,
             "trim": self.trim,
             "bandwidth": self.bandwidth,
+            "noise_twin": self.noise_twin,
         }
+

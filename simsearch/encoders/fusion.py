@@ -13,7 +13,8 @@ import numpy as np
 
 from ..audio import resample
 from ..errors import SimsearchError
-from .base import Encoder, FrameOutput
+from ..faiss_index import normalize
+from .base import BASE_OPTIONS, Encoder, FrameOutput
 
 
 class FusionEncoder(Encoder):
@@ -28,7 +29,8 @@ class FusionEncoder(Encoder):
         self.weights = weights
         self.sample_rate = max(p.sample_rate for p in parts)
         self.pooling = "+".join(p.pooling for p in parts)
-        self.loudness = parts[0].loudness  # the parts apply it, each at its own rate
+        for key in BASE_OPTIONS:  # the parts apply them, each at its own rate; recorded once for the whole
+            setattr(self, key, getattr(parts[0], key))
         self.frame_dim = 0
         text = [p for p in parts if p.supports_text]
         self.supports_text = bool(text)
@@ -61,8 +63,7 @@ class FusionEncoder(Encoder):
         vectors, extras = [], {}
         for part, scale in zip(self.parts, self.scales):
             out = part.embed_batch([resample(x, self.sample_rate, part.sample_rate) for x in batch])
-            v = np.asarray(out.pop("embedding"), np.float32)
-            vectors.append(scale * v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+            vectors.append(scale * normalize(out.pop("embedding")))
             for key, value in out.items():
                 extras[key if key not in extras else f"{part.name}_{key}"] = value
         return {"embedding": np.concatenate(vectors, axis=1).astype(np.float32), **extras}

