@@ -16,6 +16,11 @@ if [ -z "$SRC" ]; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 S=.venv/bin/simsearch
+if [ -f indexes/demo/index.json ] && ! .venv/bin/python -c "import json, sys; from simsearch.encoders import DEFAULT_ENCODER; \
+    sys.exit(json.load(open('indexes/demo/index.json'))['encoder']['name'] != DEFAULT_ENCODER)"; then
+  echo "indexes/demo was built with an older default encoder; rebuilding it"
+  rm -rf indexes/demo
+fi
 $S index "$SRC" --out indexes/demo --label-regex '^([a-z]+)_'
 $S info indexes/demo
 QUERY=$(find "$SRC" -type f \( -name '*.flac' -o -name '*.wav' \) | sort | head -n 40 | tail -n 1)

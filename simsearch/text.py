@@ -61,6 +61,9 @@ def _load_model(device: str | None = None):
             except ImportError:
                 raise ModelNotFoundError("text search needs sentence-transformers: "
                                          "pip install sentence-transformers") from None
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a local 90 MB model: no "Loading weights" bar in search output
             _model = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
         return _model
 
