@@ -119,4 +119,3 @@ class Encoder:
             "bandwidth": self.bandwidth,
             "noise_twin": self.noise_twin,
         }
-

@@ -3,9 +3,10 @@ L2-normalised, scaled by the square root of its share of the weights, then conca
 
 Normalising each part first gives every model a say set by its weight alone, whatever its scale or
 size: the fused vector is unit length and its cosine is the weighted mean of the parts' cosines
-(weight 1 where none is given after '*'). Every part gets the same options (pooling, loudness), runs at its own sample rate, and side
-outputs such as YAMNet's tag_scores are carried through under their own names, so text search by
-tags still works on a fused index (a name two parts share is prefixed with the later part's name).
+(weight 1 where none is given after '*'). Every part gets the same options (pooling, conditioning),
+runs at its own sample rate, and side outputs such as YAMNet's tag_scores are carried through under
+their own names, so text search by tags still works on a fused index (a name two parts share is
+prefixed with the later part's name).
 """
 from __future__ import annotations
 
