@@ -58,6 +58,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `classify`, `probe` and `eval` to the simsearch command line."""
+    from .encoders import DEFAULT_ENCODER
+
     s = sub.add_parser("classify", help="label scores for a clip: kNN votes, trained probe, or zero-shot text labels")
     s.add_argument("dir", help="index folder")
     s.add_argument("--audio", required=True, help="clip to label")
@@ -82,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("eval", help="compare encoders on a labelled collection: kNN, probe, macro-F1, retrieval mAP")
     s.add_argument("src", help="labelled folder or manifest")
-    s.add_argument("--encoders", default="spectral,yamnet", help="comma-separated, e.g. spectral,yamnet")
+    s.add_argument("--encoders", default=f"spectral,{DEFAULT_ENCODER}",
+                   help=f"comma-separated, baseline first (default spectral,{DEFAULT_ENCODER})")
     s.add_argument("--label-regex", help="labels from file names, e.g. '^(\\d)_'")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--fold-regex", help="fold key from file names, e.g. '_(\\d+)\\.wav$' or '^(\\d)-'; keys map to "
