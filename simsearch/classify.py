@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from . import faiss_index
-from .audio import decode, split_windows
 from .errors import SimsearchError
 from .probe import load_probe
 
@@ -86,16 +85,6 @@ def knn_scores(queries: np.ndarray, bank: np.ndarray, bank_labels: Sequence[Sequ
     return [str(c) for c in mlb.classes_], votes / w.sum(axis=1, keepdims=True)
 
 
-def embed_clip(index: "Index", audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A query clip as the index sees it: (normalised mean of window embeddings [D], mean side outputs)."""
-    enc = index.encoder
-    x = decode(audio, enc.sample_rate)
-    windows = split_windows(x, enc.sample_rate, index.info.get("window_s") or 10.0, index.info.get("hop_s"))
-    out = enc.embed_batch([w.samples for w in windows])
-    vec = faiss_index.normalize(faiss_index.normalize(out["embedding"]).mean(axis=0, keepdims=True))[0]
-    return vec, {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
-
-
 def _ranked(classes: Sequence[str], scores: np.ndarray, top: int | None = None) -> list[dict]:
     order = np.argsort(-scores, kind="stable")[: top or None]
     return [{"label": str(classes[i]), "score": round(float(scores[i]), 6)} for i in order]
@@ -153,7 +142,7 @@ def classify(index: "Index", audio: Any, method: str = "knn", k: int = KNN_K,
         raise SimsearchError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if labels and method != "zeroshot":
         raise SimsearchError("--labels is for --method zeroshot; knn and probe use the index's own labels")
-    vector, extras = embed_clip(index, audio)
+    vector, extras = index.embed_clip(audio)
     if method == "knn":
         out = classify_knn(index, vector, k)
     elif method == "probe":
@@ -178,5 +167,5 @@ def train_probe(index: "Index", multi_label: bool = False, sep: str = LABEL_SEP,
 
 
 __all__ = ["classify", "classify_knn", "classify_probe", "zero_shot_scores", "knn_scores", "file_vectors",
-           "labelled_files", "embed_clip", "train_probe", "split_labels", "KNN_K", "KNN_TEMPERATURE",
+           "labelled_files", "train_probe", "split_labels", "KNN_K", "KNN_TEMPERATURE",
            "PROMPT_TEMPLATE", "METHODS"]

@@ -99,11 +99,16 @@ class Index:
 
     def embed_query(self, audio: Any) -> np.ndarray:
         """A clip as one normalised vector: windows as in the index, averaged after normalisation."""
+        return self.embed_clip(audio)[0]
+
+    def embed_clip(self, audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A query clip as the index sees it: (normalised mean of window embeddings [D], mean side outputs)."""
         enc = self.encoder
         x = decode(audio, enc.sample_rate)
-        windows = split_windows(x, enc.sample_rate, self.info.get("window_s", 10.0), self.info.get("hop_s"))
-        emb = faiss_index.normalize(enc.embed_audio([w.samples for w in windows]))
-        return faiss_index.normalize(emb.mean(axis=0, keepdims=True))[0]
+        windows = split_windows(x, enc.sample_rate, self.info.get("window_s") or 10.0, self.info.get("hop_s"))
+        out = enc.embed_batch([w.samples for w in windows])
+        vec = faiss_index.normalize(faiss_index.normalize(out["embedding"]).mean(axis=0, keepdims=True))[0]
+        return vec, {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
 
     def search_vector(self, vector: np.ndarray, k: int = 10, filter: dict | None = None,
                       group_by_file: bool = False) -> list[dict]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +26,7 @@ from .store import FORMAT_VERSION, IndexDir, shard_schema
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 10.0
-LOUDNESS_OFF = "off"
+OFF = "off"  # an option given as "off" is recorded as None (not applied)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class IndexOptions:
         opts = {k: v for k, v in {"pooling": self.pooling, "layer": self.layer}.items() if v is not None}
         for key, default in CONDITIONING.items():
             value = getattr(self, key)
-            opts[key] = default if value is None else None if value == LOUDNESS_OFF else float(value)
+            opts[key] = default if value is None else None if value == OFF else float(value)
         return opts
 
 
@@ -278,7 +278,7 @@ def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOp
         value = getattr(options, key)
         if value is None and info:
             recorded = info.get("encoder", {}).get("options", {}).get(key)
-            value = LOUDNESS_OFF if recorded is None else recorded
+            value = OFF if recorded is None else recorded
         conditioning[key] = value
     return replace(options, window_s=window, hop_s=hop, label_regex=regex, **conditioning)
 

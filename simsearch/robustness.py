@@ -105,7 +105,8 @@ def clip_seed(seed: int, clip: int, perturbation: str) -> int:
 
 def embed_clips(enc: Encoder, waves: Sequence[np.ndarray], rates: Sequence[int], window_s: float = DEFAULT_WINDOW_S,
                 hop_s: float | None = None, batch_size: int = 16) -> np.ndarray:
-    """One normalised vector per clip, as Index.embed_query makes it: windows, normalise, mean, normalise."""
+    """One normalised vector per clip, as Index.embed_clip makes a query's: windows, normalise, mean, normalise
+    (batched across many clips, without an index folder)."""
     owner, pending = [], []
     for i, (x, sr) in enumerate(zip(waves, rates)):
         y = resample(x, sr, enc.sample_rate)

@@ -23,7 +23,7 @@ import pandas as pd
 import soundfile as sf
 
 from .audio import MIN_DURATION_S, decode
-from .classify import KNN_K, classify_probe, embed_clip, knn_scores, split_labels, zero_shot_scores
+from .classify import KNN_K, classify_probe, knn_scores, split_labels, zero_shot_scores
 from .errors import AudioError, SimsearchError
 from .index import Index
 from .probe import PROBE_WEIGHTS
@@ -350,7 +350,7 @@ def classify_clip(pool: IndexPool, name: str | None, audio_path: str | Path | No
     k = clamp_k(k or KNN_K, limits)
     labels = parse_labels(zero_shot_labels)
     x = load_query(served, audio_path, limits)
-    vector, extras = embed_clip(served.index, x)
+    vector, extras = served.index.embed_clip(x)
     out: dict[str, Any] = {"knn": [], "neighbours": [], "probe": None, "zero_shot": None, "notes": []}
     if served.knn_bank is None:
         out["notes"].append("this index has no labels, so there is nothing to vote with; index with sub-folders "

@@ -101,7 +101,7 @@ def base_options(options: dict) -> dict:
 
 def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", **options) -> Encoder:
     """Build the named encoder ('a+b' fuses several); options (pooling, layer, ...) go to its constructor,
-    BASE_OPTIONS (loudness) to the base class."""
+    BASE_OPTIONS (conditioning: loudness, trim, bandwidth, noise_twin) to the base class."""
     if "+" in name:
         from .fusion import FusionEncoder
 
