@@ -12,7 +12,8 @@ them. For each data set it reports, through the same embedding path as a search 
         --config 'before=yamnet:loudness=off,pooling=mean' --config 'after=yamnet'
 
 Configurations: NAME=ENCODER[:key=value,...]; a key left out takes `simsearch index`'s default
-(IndexOptions), `loudness=off` / `trim=off` switch those off.
+(IndexOptions), `loudness=off` / `trim=off` switch those off, `fingerprint=off` ranks by cosine alone (an index
+made with --no-fingerprint).
 """
 from __future__ import annotations
 
@@ -38,17 +39,19 @@ SETS = {
 }
 
 
-def parse_config(text: str) -> tuple[str, str, dict]:
-    """'after=yamnet:pooling=meanstd,loudness=-20' -> ('after', 'yamnet', encoder options as index records them)."""
+def parse_config(text: str) -> tuple[str, str, dict, bool]:
+    """'after=yamnet:pooling=meanstd,loudness=-20,fingerprint=off' -> ('after', 'yamnet', encoder options as index
+    records them, whether search uses landmark fingerprints)."""
     name, _, rest = text.partition("=")
     encoder, _, opts = rest.partition(":")
     kv = dict(p.split("=", 1) for p in opts.split(",") if p)
     io = IndexOptions(encoder=encoder, pooling=kv.pop("pooling", None), loudness=kv.pop("loudness", None),
                       trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None),
                       noise_twin=kv.pop("noise_twin", None))
+    fingerprint = kv.pop("fingerprint", "on") != "off"
     if kv:
         raise SystemExit(f"unknown option(s) {sorted(kv)} in {text!r}")
-    return name, encoder, io.encoder_options()
+    return name, encoder, io.encoder_options(), fingerprint
 
 
 def classify(enc, set_name: str, spec: dict, cache: Path) -> dict:
@@ -104,18 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     perts = args.perturbations.split(",") if args.perturbations else None
     report = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for text in args.config:
-        name, encoder, options = parse_config(text)
+        name, encoder, options, fingerprint = parse_config(text)
         enc = get_encoder(encoder, None, "cpu", **options)
         for set_name in args.sets.split(","):
             spec = SETS[set_name]
             key = f"{set_name}/{name}"
             entry = report.get(key, {})
-            if entry.get("options") != options:
-                entry = {"options": options, "encoder": encoder}
+            if entry.get("options") != options or entry.get("fingerprint", True) != fingerprint:
+                entry = {"options": options, "encoder": encoder, "fingerprint": fingerprint}
             t = time.time()
             if not args.no_robustness and ("rows" not in entry or (perts and not set(perts) <= set(entry["rows"]))):
                 r = run_robustness(spec["src"], encoder, options, label_regex=spec["regex"], limit=spec["limit"],
-                                   perturbations=perts, seed=0, progress=False, enc=enc)
+                                   perturbations=perts, seed=0, progress=False, enc=enc, fingerprint=fingerprint)
                 entry.update(rows=r.rows, info={k: v for k, v in r.info.items() if k != "errors"})
             if not args.no_classify and "classify" not in entry:
                 tag = "-".join(f"{k}{v}" for k, v in sorted(options.items()))
@@ -137,7 +140,10 @@ def render(report: dict) -> str:
         info = next((e["info"] for e in entries.values() if "info" in e), {})
         lines += [f"### {set_name}: {info.get('n_clips')} clips for the perturbation table", ""]
         if results:
+            loo = ", ".join(f"{n} {r.rows['clean']['loo_p1']:.3f}" for n, r in results.items() if "loo_p1" in r.rows["clean"])
             lines += [markdown_table(results), ""]
+            if loo:
+                lines += [f"Leave-one-out P@1 of the originals, ranked as search ranks them: {loo}", ""]
         cls = {n: e["classify"] for n, e in entries.items() if "classify" in e}
         if cls:
             first = next(iter(cls.values()))

@@ -26,6 +26,7 @@ class Window:
     duration_s: float
     samples: np.ndarray
     source_rate: int = 0  # the file's own sample rate, kept as metadata
+    landmarks: bytes | None = None  # packed fingerprint landmarks (simsearch.fingerprint), when the index keeps them
 
 
 def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from . import cli_scale
-from .cli_options import add_conditioning_flags, conditioning
+from .cli_options import add_conditioning_flags, add_fingerprint_flag, conditioning
 from .errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
@@ -17,12 +17,16 @@ COMMAND_MODULES: list[str] = ["simsearch.cli_serve", "simsearch.cli_robust", "si
 
 
 def _print_results(results: list[dict], as_json: bool) -> None:
+    from .fingerprint import MIN_SCORE
+
     if as_json:
-        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s")} for r in results], indent=2))
+        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s", "cosine", "match") if k in r}
+                          for r in results], indent=2))
         return
     for r in results:
         where = f" @{r['offset_s']:.1f}s" if r["offset_s"] else ""
-        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}")
+        same = "  (same recording: landmarks match)" if r.get("match", 0) >= MIN_SCORE else ""
+        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}{same}")
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -31,7 +35,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, **conditioning(args),
-                        num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
+                        fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
                         progress=not args.quiet, **cli_scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
     for e in summary.error_list[:20]:
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-regex", help="take labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
     add_conditioning_flags(s)
+    add_fingerprint_flag(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")

@@ -33,6 +33,14 @@ def add_conditioning_flags(parser: argparse.ArgumentParser) -> None:
                                  "on resume: the index's)")
 
 
+def add_fingerprint_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-fingerprint: no landmark fingerprints (smaller index; noisy or cut copies of a clip then rank lower)."""
+    parser.add_argument("--no-fingerprint", dest="fingerprint", action="store_const", const=False, default=None,
+                        help="keep no landmark fingerprints: a smaller index, but a noisy, cut or re-encoded copy of an "
+                             "indexed clip no longer reliably finds that clip first (default: keep them; on resume: "
+                             "the index's choice)")
+
+
 def conditioning(args: argparse.Namespace) -> dict:
     """The parsed conditioning flags as IndexOptions keywords."""
     return {dest: getattr(args, dest) for dest in CONDITIONING_FLAGS}

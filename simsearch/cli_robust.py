@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from .cli_options import CONDITIONING_FLAGS, add_conditioning_flags, conditioning
+from .cli_options import CONDITIONING_FLAGS, add_conditioning_flags, add_fingerprint_flag, conditioning
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -17,6 +17,8 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
+    if args.fingerprint is False:
+        parts.append("--no-fingerprint")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -29,7 +31,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()] if args.perturbations else None
     result = run_robustness(args.src, args.encoder, opts.encoder_options(), args.checkpoint, args.label_regex,
                             args.limit, perturbations, args.seed, args.window, None, args.device, args.batch_size,
-                            args.max_duration, progress=not args.quiet)
+                            args.max_duration, progress=not args.quiet, fingerprint=args.fingerprint is not False)
     results = {args.encoder: result}
     if args.out:
         command = command_line(args)
@@ -41,7 +43,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         s = result.summary()
         print(markdown_table(results))
         print(f"\n{result.info['n_clips']} clips, {result.info['n_classes']} labels; mean rank-1 "
-              f"{s['mean_rank1']:.3f}, worst {s['min_rank1']:.3f} ({s['worst']}); options {result.info['options']}")
+              f"{s['mean_rank1']:.3f}, worst {s['min_rank1']:.3f} ({s['worst']}); options {result.info['options']}; "
+              f"fingerprint {'on' if result.info['fingerprint'] else 'off'}; leave-one-out P@1 of the originals "
+              f"{result.rows['clean']['loo_p1']:.3f}")
     return 0
 
 
@@ -56,6 +60,7 @@ def register(subparsers) -> None:
     s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
     add_conditioning_flags(s)
+    add_fingerprint_flag(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--label-regex", help="labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,10 @@ from . import faiss_index, filters
 from .audio import decode, split_windows
 from .encoders import Encoder, get_encoder
 from .errors import IndexFormatError, SimsearchError
-from .store import META_COLUMNS, IndexDir
+from .store import LANDMARKS, META_COLUMNS, IndexDir
+
+if TYPE_CHECKING:
+    from .fingerprint import LandmarkTable
 
 
 EXACT_FILTER_ROWS = 20_000  # filters passing fewer rows than this are answered by exact scoring of those rows
@@ -103,8 +106,10 @@ class Index:
 
     def embed_clip(self, audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A query clip as the index sees it: (normalised mean of window embeddings [D], mean side outputs)."""
+        return self._embed_samples(decode(audio, self.encoder.sample_rate))
+
+    def _embed_samples(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         enc = self.encoder
-        x = decode(audio, enc.sample_rate)
         windows = split_windows(x, enc.sample_rate, self.info.get("window_s") or 10.0, self.info.get("hop_s"))
         out = enc.embed_batch([w.samples for w in windows])
         vec = faiss_index.normalize(faiss_index.normalize(out["embedding"]).mean(axis=0, keepdims=True))[0]
@@ -131,11 +136,18 @@ class Index:
 
         filter: {"label": "dog" or [...], any manifest metadata key: value(s), "path_glob": "*/drums/*",
         "min_duration": s, "max_duration": s}; group_by_file: best window per file.
+        In an index with landmark fingerprints, an audio query's rows also carry "cosine" and "match" (the landmark
+        score), and "score" is the cosine plus the match bonus (simsearch.fingerprint), so copies of the query's own
+        recording come first.
         """
         if (audio is None) == (text is None):
             raise SimsearchError("give exactly one of audio= or text=")
         if audio is not None:
-            return self.search_vector(self.embed_query(audio), k, filter, group_by_file)
+            x = decode(audio, self.encoder.sample_rate)
+            vector = self._embed_samples(x)[0]
+            if self.landmark_table is None:
+                return self.search_vector(vector, k, filter, group_by_file)
+            return self._search_with_landmarks(vector, x, k, filter, group_by_file)
         from .textsearch import search_text, text_mode
 
         if not filter and not group_by_file:
@@ -149,6 +161,44 @@ class Index:
         if group_by_file:
             ids, scores = self._best_per_file(ids, scores)
         return self.records(ids[:k], scores[:k])
+
+    @cached_property
+    def landmark_table(self) -> "LandmarkTable | None":
+        """Every row's fingerprint landmarks (in self.rows order); None for an index made without them."""
+        if "fingerprint" not in self.info:
+            return None
+        from .fingerprint import LandmarkTable
+
+        t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
+        blobs = t.column(LANDMARKS).to_pylist()
+        return LandmarkTable.build([blobs[i] for i in pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)])
+
+    def _search_with_landmarks(self, vector: np.ndarray, x: np.ndarray, k: int, filter: dict | None,
+                               group_by_file: bool) -> list[dict]:
+        """The nearest rows by cosine plus the rows the query's landmarks match, ranked by cosine + match bonus
+        (simsearch.fingerprint.fuse): a noisy, cut or re-encoded copy of an indexed clip finds that clip first."""
+        from . import fingerprint
+
+        hits = self.search_vector(vector, k, filter, group_by_file)
+        match = self.landmark_table.scores(*fingerprint.landmarks(x, self.encoder.sample_rate))
+        matched = np.flatnonzero(fingerprint.bonus(match) > 0)
+        if filter and len(matched):
+            matched = matched[self.filter_mask(filter)[matched]]
+        ids = np.unique(np.r_[np.array([h["id"] for h in hits], np.int64), self.rows["id"].to_numpy()[matched]])
+        if not len(ids):
+            return hits
+        cosine = self.vectors_for(ids) @ faiss_index.normalize(vector.reshape(1, -1))[0]
+        fused = fingerprint.fuse(cosine, match[self.rows.index.get_indexer(ids)])
+        by_id = dict(zip(ids.tolist(), cosine.tolist()))
+        order = np.argsort(-fused, kind="stable")
+        ids, fused = ids[order], fused[order].astype(np.float32)
+        if group_by_file:
+            ids, fused = self._best_per_file(ids, fused)
+        out = self.records(ids[:k], fused[:k])
+        for r in out:
+            r["cosine"] = round(by_id[r["id"]], 6)
+            r["match"] = round(float(match[self.rows.index.get_loc(r["id"])]), 2)
+        return out
 
     def filter_mask(self, filter: dict) -> np.ndarray:
         """Which rows (in self.rows order) pass a filter dict (see search)."""

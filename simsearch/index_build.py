@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from . import ann, faiss_index
 from .errors import IndexFormatError
-from .store import META_COLUMNS, IndexDir
+from .store import LANDMARKS, META_COLUMNS, IndexDir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,13 @@ def extra_columns(d: IndexDir) -> list[str]:
     shards = d.shard_paths()
     if not shards:
         return []
-    return [n for n in pq.read_schema(shards[-1]).names if n not in META_COLUMNS + ["embedding"]]
+    return [n for n in pq.read_schema(shards[-1]).names if n not in META_COLUMNS + ["embedding", LANDMARKS]]
+
+
+def has_landmarks(d: IndexDir) -> bool:
+    """Whether the newest shard keeps fingerprint landmarks (an index made with --no-fingerprint does not)."""
+    shards = d.shard_paths()
+    return bool(shards) and LANDMARKS in pq.read_schema(shards[-1]).names
 
 
 def _open_for_update(d: IndexDir, old: dict, spec: dict, n: int, dim: int, high_water: int | None):

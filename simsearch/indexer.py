@@ -22,7 +22,7 @@ from .conditioning import (CONDITIONING, DEFAULT_BANDWIDTH_HZ, DEFAULT_LOUDNESS_
 from .errors import IndexFormatError, SimsearchError
 from .reader import Chunk, stream_chunks
 from .sources import Item, collect
-from .store import FORMAT_VERSION, IndexDir, shard_schema
+from .store import FORMAT_VERSION, LANDMARKS, IndexDir, shard_schema
 
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 10.0
@@ -51,6 +51,7 @@ class IndexOptions:
     trim: float | str | None = None  # dB under the gated level; "off": none; None: the index's, else DEFAULT_TRIM_DB
     bandwidth: float | str | None = None  # low-pass Hz; "off": none; None: the index's, else DEFAULT_BANDWIDTH_HZ
     noise_twin: float | str | None = None  # twin SNR dB; "off": none; None: the index's, else DEFAULT_NOISE_TWIN_DB
+    fingerprint: bool | None = None  # keep landmark fingerprints per row; None: the index's choice, else True
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
     ray_address: str | None = None  # None: start a local Ray
     index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto
@@ -104,9 +105,11 @@ def check_compatible(info: dict, enc: Encoder, options: IndexOptions, root: Path
 class ShardWriter:
     """Buffers whole files' rows and writes a shard once enough have gathered."""
 
-    def __init__(self, d: IndexDir, dim: int, extras: dict[str, int], shard_rows: int, next_id: int):
-        self.d, self.schema, self.shard_rows, self.next_id = d, shard_schema(dim, extras), shard_rows, next_id
-        self.extras = sorted(extras)
+    def __init__(self, d: IndexDir, dim: int, extras: dict[str, int], shard_rows: int, next_id: int,
+                 landmarks: bool = False):
+        self.d, self.shard_rows, self.next_id = d, shard_rows, next_id
+        self.schema = shard_schema(dim, extras, landmarks)
+        self.extras, self.landmarks = sorted(extras), landmarks
         self.rows: dict[str, list] = {f.name: [] for f in self.schema}
         # Shards are compressed and fsynced on a background thread so the encoder never waits on the disk.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
@@ -126,6 +129,8 @@ class ShardWriter:
             self.rows["embedding"].append(out["embedding"])
             for name in self.extras:
                 self.rows[name].append(out[name])
+            if self.landmarks:
+                self.rows[LANDMARKS].append(out.get(LANDMARKS) or b"")
         if len(self.rows["id"]) >= self.shard_rows:
             self._submit()
 
@@ -280,7 +285,10 @@ def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOp
             recorded = info.get("encoder", {}).get("options", {}).get(key)
             value = OFF if recorded is None else recorded
         conditioning[key] = value
-    return replace(options, window_s=window, hop_s=hop, label_regex=regex, **conditioning)
+    fingerprint = options.fingerprint
+    if fingerprint is None:  # indexes from before fingerprints keep none, so all their rows stay alike
+        fingerprint = "fingerprint" in info if info else True
+    return replace(options, window_s=window, hop_s=hop, label_regex=regex, fingerprint=fingerprint, **conditioning)
 
 
 def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, options: IndexOptions, next_id: int,
@@ -290,7 +298,7 @@ def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, option
         return 0
     extras = {k: v.shape[-1] for k, v in enc.embed_batch([np.zeros(enc.sample_rate, np.float32) + 1e-3]).items()
               if k != "embedding"}
-    writer = ShardWriter(d, enc.dim, extras, options.shard_rows, next_id)
+    writer = ShardWriter(d, enc.dim, extras, options.shard_rows, next_id, bool(options.fingerprint))
     pending: list = []  # (item index, window index, samples)
     state: dict[int, dict] = {}  # item index -> {"windows": [(offset, dur)], "out": {wi: output}, "last": bool}
     indexed = 0
@@ -300,7 +308,7 @@ def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, option
         nonlocal indexed
         for i in [i for i, s in state.items() if s["last"] and len(s["out"]) == len(s["windows"])]:
             s = state.pop(i)
-            outs = [s["out"][k] for k in range(len(s["windows"]))]
+            outs = [{**s["out"][k], LANDMARKS: s["landmarks"][k]} for k in range(len(s["windows"]))]
             writer.add_file(todo[i], shas[todo[i].path], s.get("sr", enc.sample_rate), s["windows"], outs)
             indexed += 1
             bar.update(1)
@@ -311,10 +319,10 @@ def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, option
                 state[i]["out"][wi] = out
 
     chunks = stream_chunks([t.path for t in todo], enc.sample_rate, options.window_s, options.hop_s, options.num_workers,
-                           options.max_duration_s)
+                           options.max_duration_s, bool(options.fingerprint))
     for chunk in chunks:
         chunk: Chunk
-        s = state.setdefault(chunk.item, {"windows": [], "out": {}, "last": False})
+        s = state.setdefault(chunk.item, {"windows": [], "out": {}, "landmarks": [], "last": False})
         if chunk.error:
             state.pop(chunk.item)
             pending[:] = [p for p in pending if p[0] != chunk.item]
@@ -324,6 +332,7 @@ def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, option
         for w in chunk.windows:
             pending.append((chunk.item, len(s["windows"]), w.samples))
             s["windows"].append((w.offset_s, w.duration_s))
+            s["landmarks"].append(w.landmarks)
             s["sr"] = w.source_rate
         s["last"] = chunk.last
         absorb(_embed_pending(enc, pending, options.batch_size, flush_all=False))
@@ -345,7 +354,8 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     what index.json recorded, else "auto" without a budget.
     """
     from . import ann
-    from .index_build import extra_columns, write_faiss
+    from . import fingerprint
+    from .index_build import extra_columns, has_landmarks, write_faiss
 
     info = d.read_info() if d.exists() else {}
     if enc_record is None and not info:
@@ -377,6 +387,9 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
         "next_id": max(int(high_water or 0), int(ids.max()) + 1 if len(ids) else 0),
     })
     new.setdefault("created_at", now)
+    new.pop("fingerprint", None)
+    if has_landmarks(d):
+        new["fingerprint"] = fingerprint.describe()
     if enc_record is not None:
         new["encoder"] = enc_record
     if options is not None:

@@ -15,25 +15,28 @@ from tqdm import tqdm
 
 from .encoders import Encoder, get_encoder
 from .errors import SimsearchError
+from .store import LANDMARKS
 
 log = logging.getLogger(__name__)
 DONE, WINDOW, ERROR = 0, 1, 2  # row kinds: end-of-file marker (carries the window count), a window, a bad file
 
 
 def decode_file(row: dict, sample_rate: int, window_s: float, hop_s: float,
-                max_duration_s: float | None) -> Iterator[dict]:
+                max_duration_s: float | None, fingerprint: bool = False) -> Iterator[dict]:
     """One file's windows as rows, then a DONE marker with their count (or one ERROR row); streams long files."""
     from .reader import WindowStream
 
-    base = {"item": int(row["item"]), "offset_s": 0.0, "duration_s": 0.0, "source_rate": 0, "error": ""}
+    base = {"item": int(row["item"]), "offset_s": 0.0, "duration_s": 0.0, "source_rate": 0, "error": "",
+            LANDMARKS: b""}
     n = 0
-    for chunk in WindowStream([row["path"]], sample_rate, window_s, hop_s, max_duration_s).read_file(0):
+    for chunk in WindowStream([row["path"]], sample_rate, window_s, hop_s, max_duration_s, fingerprint).read_file(0):
         if chunk.error:
             yield {**base, "kind": ERROR, "window": -1, "samples": np.zeros(1, np.float32), "error": chunk.error}
             return
         for w in chunk.windows:
             yield {**base, "kind": WINDOW, "window": n, "offset_s": float(w.offset_s), "duration_s": float(w.duration_s),
-                   "source_rate": int(w.source_rate), "samples": np.ascontiguousarray(w.samples, np.float32)}
+                   "source_rate": int(w.source_rate), "samples": np.ascontiguousarray(w.samples, np.float32),
+                   LANDMARKS: w.landmarks or b""}
             n += 1
     yield {**base, "kind": DONE, "window": n, "samples": np.zeros(1, np.float32)}
 
@@ -93,11 +96,13 @@ def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: i
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         probe = enc.embed_batch([np.zeros(enc.sample_rate, np.float32) + 1e-3])
         dims = {k: int(v.shape[-1]) for k, v in probe.items()}
-        writer = ShardWriter(d, enc.dim, {k: v for k, v in dims.items() if k != "embedding"}, options.shard_rows, next_id)
+        writer = ShardWriter(d, enc.dim, {k: v for k, v in dims.items() if k != "embedding"}, options.shard_rows, next_id,
+                             bool(options.fingerprint))
         ds = ray.data.from_items([{"item": i, "path": t.path} for i, t in enumerate(todo)],
                                  override_num_blocks=min(len(todo), 200))
         ds = ds.flat_map(decode_file, fn_kwargs={"sample_rate": enc.sample_rate, "window_s": options.window_s,
-                                                 "hop_s": options.hop_s, "max_duration_s": options.max_duration_s})
+                                                 "hop_s": options.hop_s, "max_duration_s": options.max_duration_s,
+                                                 "fingerprint": bool(options.fingerprint)})
         ds = ds.map_batches(Embedder, batch_size=options.batch_size, batch_format="numpy", **_actor_resources(options),
                             fn_constructor_kwargs={"name": enc.name if enc.name else options.encoder,
                                                    "checkpoint": options.checkpoint, "device": _actor_device(options),
@@ -144,7 +149,8 @@ def _collect(ds, todo: list, shas: dict, writer, errors, enc: Encoder, options) 
             if kind == DONE:
                 s["n"] = int(batch["window"][j])
             else:
-                out = {"embedding": batch["embedding"][j], **{k: batch[k][j] for k in extras}}
+                out = {"embedding": batch["embedding"][j], **{k: batch[k][j] for k in extras},
+                       LANDMARKS: bytes(batch[LANDMARKS][j])}
                 s["rows"][int(batch["window"][j])] = ((float(batch["offset_s"][j]), float(batch["duration_s"][j])), out)
                 s["sr"] = int(batch["source_rate"][j])
             if s["n"] is not None and len(s["rows"]) == s["n"]:

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .audio import Window, iter_windows
 from .errors import AudioError
+from .fingerprint import index_landmarks
 
 CHUNK_WINDOWS = 16  # windows per message: bounds worker memory for hour-long files
 
@@ -28,9 +29,10 @@ class WindowStream(IterableDataset):
     """Yields Chunks for the given file paths; workers take every n-th file."""
 
     def __init__(self, paths: list[str], sample_rate: int, window_s: float, hop_s: float,
-                 max_duration_s: float | None = None):
+                 max_duration_s: float | None = None, fingerprint: bool = False):
         self.paths, self.sample_rate = paths, sample_rate
         self.window_s, self.hop_s, self.max_duration_s = window_s, hop_s, max_duration_s
+        self.fingerprint = fingerprint
 
     def __iter__(self):
         info = get_worker_info()
@@ -42,6 +44,8 @@ class WindowStream(IterableDataset):
         pending: list[Window] = []
         try:
             for w in iter_windows(self.paths[i], self.sample_rate, self.window_s, self.hop_s, self.max_duration_s):
+                if self.fingerprint:  # here, in the worker, so the encoder's cores never do it
+                    w.landmarks = index_landmarks(w.samples, self.sample_rate)
                 pending.append(w)
                 if len(pending) == CHUNK_WINDOWS:
                     yield Chunk(i, pending)
@@ -69,9 +73,9 @@ def default_workers() -> int:
 
 
 def stream_chunks(paths: list[str], sample_rate: int, window_s: float, hop_s: float, num_workers: int | None = None,
-                  max_duration_s: float | None = None):
+                  max_duration_s: float | None = None, fingerprint: bool = False):
     """Iterate Chunks, decoded in `num_workers` processes (0 = in this process)."""
-    ds = WindowStream(paths, sample_rate, window_s, hop_s, max_duration_s)
+    ds = WindowStream(paths, sample_rate, window_s, hop_s, max_duration_s, fingerprint)
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, len(paths))
     if workers == 0:

@@ -27,6 +27,7 @@ from . import faiss_index
 from .audio import decode, resample, split_windows
 from .encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from .errors import SimsearchError
+from .fingerprint import LandmarkTable, index_landmarks
 from .perturb import PERTURBATIONS, perturb
 
 log = logging.getLogger(__name__)
@@ -122,19 +123,45 @@ def embed_clips(enc: Encoder, waves: Sequence[np.ndarray], rates: Sequence[int],
     return faiss_index.normalize(means)
 
 
-def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str]) -> dict:
+def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None) -> dict:
     """rank-1 recovery of each copy's own original, label mAP of the originals ranked per copy, mean cosine.
 
-    (evaluate.retrieval_metrics is leave-one-out within one set; here queries and bank differ.)
+    match: landmark match scores [copies, originals]; when given, originals are ranked as a search ranks them
+    (cosine + fingerprint bonus). (evaluate.retrieval_metrics is leave-one-out within one set; here queries and
+    bank differ.)
     """
     from sklearn.metrics import average_precision_score
 
+    from .fingerprint import fuse
+
     labels = np.asarray(labels)
-    sims = copies @ originals.T
+    cosines = copies @ originals.T
+    sims = cosines if match is None else fuse(cosines, match)
     n = len(originals)
     rank1 = float((sims.argmax(axis=1) == np.arange(n)).mean())
     aps = [average_precision_score(labels == labels[i], sims[i]) for i in range(n)]
-    return {"rank1": rank1, "map": float(np.mean(aps)), "cosine": float(np.mean(np.diag(sims))), "n": int(n)}
+    return {"rank1": rank1, "map": float(np.mean(aps)), "cosine": float(np.mean(np.diag(cosines))), "n": int(n)}
+
+
+def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None) -> float:
+    """Leave-one-out P@1 by label among the originals, ranked as search ranks them: shows whether the landmark
+    bonus (meant for copies of one recording) disturbs the neighbours of clips that are different recordings."""
+    from .fingerprint import fuse
+
+    sims = originals @ originals.T
+    sims = sims if match is None else fuse(sims, match)
+    np.fill_diagonal(sims, -np.inf)
+    labels = np.asarray(labels)
+    return float((labels[sims.argmax(axis=1)] == labels).mean())
+
+
+def match_scores(table, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
+    """Landmark match scores of each clip against every stored original [clips, originals]; None without a table."""
+    from .fingerprint import landmarks
+
+    if table is None:
+        return None
+    return np.stack([table.scores(*landmarks(x, sr)) for x, sr in zip(waves, rates)])
 
 
 def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None, checkpoint: str | None = None,
@@ -142,8 +169,10 @@ def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dic
                    perturbations: Sequence[str] | None = None, seed: int = 0, window_s: float = DEFAULT_WINDOW_S,
                    hop_s: float | None = None, device: str = "auto", batch_size: int = 16,
                    max_duration_s: float | None = 120.0, progress: bool = True,
-                   enc: Encoder | None = None) -> RobustnessResult:
-    """Perturb every clip of src, embed originals and copies with one encoder, report recovery per perturbation."""
+                   enc: Encoder | None = None, fingerprint: bool = True) -> RobustnessResult:
+    """Perturb every clip of src, embed originals and copies with one encoder, report recovery per perturbation
+    (ranked as a search ranks them: with the landmark bonus unless fingerprint=False, as in an index made
+    with --no-fingerprint)."""
     names = list(perturbations) if perturbations else list(PERTURBATIONS)
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
@@ -160,17 +189,21 @@ def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dic
         enc, waves, rates, window_s, hop_s, batch_size)
     bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not progress)
     originals = embed([c.samples for c in clips])
-    rows = {"clean": recovery(originals, originals, labels)}
+    table = LandmarkTable.build([index_landmarks(c.samples, c.sample_rate) for c in clips]) if fingerprint else None
+    clean_match = match_scores(table, [c.samples for c in clips], rates)
+    rows = {"clean": {**recovery(originals, originals, labels, clean_match),
+                      "loo_p1": neighbour_accuracy(originals, labels, clean_match)}}
     bar.update(1)
     for name in names:
         copies = [perturb(name, c.samples, c.sample_rate, clip_seed(seed, i, name)) for i, c in enumerate(clips)]
-        rows[name] = recovery(originals, embed(copies), labels)
+        rows[name] = recovery(originals, embed(copies), labels, match_scores(table, copies, rates))
         bar.update(1)
         log.info("%s: %s", name, rows[name])
     bar.close()
     info = {"src": str(Path(src).absolute()), "encoder": enc.describe(), "options": options,
             "label_regex": label_regex, "limit": limit, "seed": seed, "n_clips": len(clips),
             "n_classes": len(set(labels)), "window_s": window_s, "hop_s": hop_s, "errors": errors,
+            "fingerprint": fingerprint,
             "perturbations": {n: PERTURBATIONS[n].summary for n in names}}
     return RobustnessResult(rows, info)
 
@@ -218,5 +251,5 @@ def write_report(results: dict[str, RobustnessResult], out: str | Path, command:
     return out / "report.md"
 
 
-__all__ = ["Clip", "RobustnessResult", "pick_items", "load_clips", "clip_seed", "embed_clips", "recovery",
-           "run_robustness", "markdown_table", "write_report"]
+__all__ = ["Clip", "RobustnessResult", "pick_items", "load_clips", "clip_seed", "embed_clips", "recovery", "match_scores",
+           "neighbour_accuracy", "run_robustness", "markdown_table", "write_report"]

@@ -45,7 +45,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
-def shard_schema(dim: int, extras: dict[str, int]) -> pa.Schema:
+LANDMARKS = "landmarks"  # packed fingerprint landmarks per row (simsearch.fingerprint), in indexes that keep them
+
+
+def shard_schema(dim: int, extras: dict[str, int], landmarks: bool = False) -> pa.Schema:
     """One row per clip or window; extras are side outputs such as YAMNet's tag scores."""
     fields = [
         pa.field("id", pa.int64()),
@@ -59,6 +62,8 @@ def shard_schema(dim: int, extras: dict[str, int]) -> pa.Schema:
         pa.field("embedding", pa.list_(pa.float32(), dim)),
     ]
     fields += [pa.field(name, pa.list_(pa.float32(), k)) for name, k in sorted(extras.items())]
+    if landmarks:
+        fields.append(pa.field(LANDMARKS, pa.binary()))
     return pa.schema(fields)
 
 
@@ -129,7 +134,12 @@ class IndexDir:
         paths = self.shard_paths(shards)
         owner, tables = self._owners(paths), []
         for i, p in enumerate(paths):
-            t = self.read_shard(p, columns if columns is None or "path" in columns else columns + ["path"])
+            want = columns if columns is None or "path" in columns else columns + ["path"]
+            # Shards written before (or without) fingerprints have no landmarks column: their rows read as empty.
+            blank = LANDMARKS in (want or []) and LANDMARKS not in pq.read_schema(p).names
+            t = self.read_shard(p, [c for c in want if c != LANDMARKS] if blank else want)
+            if blank:
+                t = t.append_column(LANDMARKS, pa.nulls(t.num_rows, pa.binary()))
             keep = np.fromiter((owner[x] == i for x in t.column("path").to_pylist()), bool, t.num_rows)
             t = t.filter(pa.array(keep)) if not keep.all() else t
             tables.append(t.select(columns) if columns else t)

@@ -25,6 +25,7 @@ import soundfile as sf
 from .audio import MIN_DURATION_S, decode
 from .classify import KNN_K, classify_probe, knn_scores, split_labels, zero_shot_scores
 from .errors import AudioError, SimsearchError
+from .fingerprint import MIN_SCORE
 from .index import Index
 from .probe import PROBE_WEIGHTS
 from .textsearch import TEXT_ENCODERS, text_mode
@@ -32,6 +33,7 @@ from .textsearch import TEXT_ENCODERS, text_mode
 log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("rank", "score", "path", "label", "offset_s")
+MATCH_KEYS = ("cosine", "match")  # audio queries on an index with landmark fingerprints (see Index.search)
 MAX_SLOTS = 20  # result rows the UI has room for; also the largest k
 BROWSER_AUDIO = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus")  # played as-is; others become WAV
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -215,7 +217,7 @@ def load_query(served: Served, path: str | Path | None, limits: Limits) -> np.nd
 
 def public(results: list[dict]) -> list[dict]:
     """Results in the API's documented shape."""
-    return [{k: r[k] for k in RESULT_KEYS} for r in results]
+    return [{k: r[k] for k in RESULT_KEYS + MATCH_KEYS if k in r} for r in results]
 
 
 def result_audio(served: Served, result: dict, clip_dir: Path) -> str | None:
@@ -256,6 +258,8 @@ def result_caption(result: dict, playable: bool, window: bool = False) -> str:
         end = result["offset_s"] + result.get("duration_s", 0.0)
         where = f" · {result['offset_s']:.1f}–{end:.1f} s"
     note = "" if playable else "  \n_audio not served: the file is outside the indexed folders or gone_"
+    if result.get("match", 0) >= MIN_SCORE:
+        where += " · **same recording** (landmarks match)"
     return (f"**#{result['rank']}** · score **{result['score']:.3f}** · label **{label}**{where}  \n"
             f"`{result['path']}`{note}")
 

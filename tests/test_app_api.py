@@ -96,8 +96,9 @@ def test_search_audio_finds_same_class(client, corpus):
     for query, labels in [("low/low1.wav", {"low"}), ("high/high2.flac", {"high"}), ("noise/noise3.wav", {"noise", "long"})]:
         res = client.predict(handle_file(str(corpus / query)), 4, "ix_yamnet", api_name="/search_audio")
         assert [r["rank"] for r in res] == [1, 2, 3, 4]
-        assert all(set(r) == KEYS for r in res)
-        assert res[0]["path"] == str((corpus / query).resolve()) and res[0]["score"] > 0.999
+        assert all(set(r) == KEYS | {"cosine", "match"} for r in res)  # the index keeps landmark fingerprints
+        assert res[0]["path"] == str((corpus / query).resolve()) and res[0]["cosine"] > 0.999
+        assert res[0]["match"] > res[1]["match"] and res[0]["score"] > res[0]["cosine"]
         assert [r["score"] for r in res] == sorted((r["score"] for r in res), reverse=True)
         assert {r["label"] for r in res[1:]} <= labels, res
 

@@ -31,8 +31,8 @@ def test_index_then_search_finds_same_class(class_folder, tmp_path, capsys):
         assert main(["search", str(out), "--audio", str(class_folder / query), "-k", "4", "--json"]) == 0
         res = json.loads(capsys.readouterr().out)
         assert [r["rank"] for r in res] == [1, 2, 3, 4]
-        assert set(res[0]) == {"rank", "score", "path", "label", "offset_s"}
-        assert res[0]["path"].endswith(query) and res[0]["score"] > 0.999
+        assert set(res[0]) == {"rank", "score", "path", "label", "offset_s", "cosine", "match"}
+        assert res[0]["path"].endswith(query) and res[0]["cosine"] > 0.999 and res[0]["score"] >= res[0]["cosine"]
         assert all(r["label"] == query.split("/")[0] for r in res), res
 
 

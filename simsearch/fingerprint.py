@@ -1,0 +1,157 @@
+"""Landmark fingerprints: find the very recording a query was copied from, through noise, codecs, crops and delays.
+
+Embeddings say what a sound is like; a noisy or cut copy of a clip can drift far enough that another clip of the
+same kind comes first. Spectral-peak landmarks (pairs of local maxima of the spectrogram, hashed by their two
+frequencies and time gap, the scheme of Wang's 2003 Shazam paper) survive additive noise, band limits and
+codecs because the strongest peaks stay where they were, and a crop or a late start keeps the peaks it has at one
+constant time offset. The index stores each row's landmarks; a query's landmarks that land on one row at a
+consistent offset add a bonus to that row's cosine (`fuse`), so an exact-copy match goes first and everything
+else keeps its embedding order.
+
+Landmarks are computed at 8 kHz so a copy band-limited to 4 kHz (a phone line) keeps them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RATE = 8000  # landmarks use the band every copy keeps (a phone line passes 4 kHz)
+N_FFT = 1024  # 128 ms windows, 7.8 Hz bins: finer bins give more distinct hashes
+HOP = 128  # 16 ms frames: a spoken word still gets dozens of frames
+NEIGHBOURHOOD = (15, 7)  # a peak is the maximum of +-7 bins (55 Hz) x +-3 frames (48 ms) around it
+RANGE_DB = 60.0  # peaks more than this under the loudest one are ignored
+PEAKS_PER_S = 40.0  # the strongest peaks are kept, this many per second ...
+MIN_PEAKS = 24  # ... but at least this many, so clicks and single drum hits get landmarks too
+FAN_OUT = 5  # each anchor peak pairs with this many later (or simultaneous, higher) peaks
+MAX_DT = 48  # frames (0.77 s) an anchor's targets may lie ahead
+MAX_DF = 40  # bins (310 Hz) they may lie above or below it
+SHIFTS = 2  # index-side copies at 0 and half a hop: a query starting at any sample lands near one of them
+# The bonus, chosen on the robustness table (docs/benchmarks.md) under the constraint that leave-one-out neighbours
+# of clean clips (different recordings) keep their label accuracy: chance agreements between different clips score
+# 2-5 and earn next to nothing, a noisy copy's 10-60 moves its original past clips of the same kind.
+MIN_SCORE = 3.0  # match scores under this add nothing
+FULL_SCORE = 30.0  # a score this high earns the whole bonus
+BONUS = 0.4  # added to the cosine of a full match
+
+
+def describe() -> dict:
+    """What index.json records, so a later reader knows how the stored landmarks were made."""
+    return {"rate": RATE, "n_fft": N_FFT, "hop": HOP, "peaks_per_s": PEAKS_PER_S, "fan_out": FAN_OUT,
+            "shifts": SHIFTS, "min_score": MIN_SCORE, "full_score": FULL_SCORE, "bonus": BONUS}
+
+
+def _peaks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency bin, frame) of the strongest local maxima of the log spectrogram, sorted by frame then bin."""
+    import torch
+    from scipy.ndimage import maximum_filter
+
+    wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    # Zero padding (not reflection) at the edges: a clip that starts on its first sample then looks the same as a
+    # copy that starts late, after silence.
+    spec = torch.stft(wave, N_FFT, HOP, window=torch.hann_window(N_FFT), center=True, pad_mode="constant",
+                      return_complex=True).abs().numpy()
+    level = 20.0 * np.log10(spec + 1e-9)
+    level[0] = -300.0  # DC
+    local = maximum_filter(level, size=NEIGHBOURHOOD, mode="constant", cval=-400.0)
+    f, t = np.nonzero((level == local) & (level > level.max() - RANGE_DB))
+    n = max(MIN_PEAKS, int(PEAKS_PER_S * level.shape[1] * HOP / RATE))
+    keep = np.argsort(-level[f, t], kind="stable")[:n]
+    f, t = f[keep], t[keep]
+    order = np.lexsort((f, t))
+    return f[order].astype(np.int64), t[order].astype(np.int64)
+
+
+def landmarks(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hash uint32, anchor frame int32) of one clip: each anchor paired with its next FAN_OUT peaks in range."""
+    from .audio import resample
+
+    x = np.nan_to_num(np.asarray(x, dtype=np.float32).reshape(-1))
+    if x.size == 0:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    f, t = _peaks(resample(x, sample_rate, RATE) if sample_rate != RATE else x)
+    hashes, times = [], []
+    ends = np.searchsorted(t, t + MAX_DT, "right")
+    for i in range(len(f)):
+        j = np.arange(i + 1, ends[i])  # later peaks in range, in (frame, bin) order
+        ok = j[np.abs(f[j] - f[i]) <= MAX_DF][:FAN_OUT]
+        hashes.append((f[i] << 16) | ((f[ok] - f[i] + 64) << 8) | (t[ok] - t[i]))
+        times.append(np.full(len(ok), t[i]))
+    if not hashes:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    return np.concatenate(hashes).astype(np.uint32), np.concatenate(times).astype(np.int32)
+
+
+def index_landmarks(x: np.ndarray, sample_rate: int) -> bytes:
+    """A stored row's landmarks, made at SHIFTS sub-frame offsets, packed as int32 (hash, frame) pairs."""
+    step = max(1, int(round(HOP * sample_rate / RATE / SHIFTS)))
+    parts = [landmarks(x[s * step:], sample_rate) for s in range(SHIFTS)]
+    h = np.concatenate([p[0] for p in parts]).view(np.int32)
+    t = np.concatenate([p[1] for p in parts])
+    return np.stack([h, t], axis=1).astype(np.int32).tobytes()
+
+
+def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    """(hash uint32, frame int32) from index_landmarks' bytes."""
+    if not blob:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    pairs = np.frombuffer(blob, np.int32).reshape(-1, 2)
+    return pairs[:, 0].view(np.uint32), pairs[:, 1]
+
+
+@dataclass
+class LandmarkTable:
+    """Every stored landmark sorted by hash, for look-ups of a query's landmarks."""
+
+    hashes: np.ndarray  # uint32 [M], sorted
+    rows: np.ndarray  # int32 [M], row position (0..n_rows-1)
+    times: np.ndarray  # int32 [M]
+    n_rows: int
+
+    @classmethod
+    def build(cls, blobs: list[bytes | None]) -> "LandmarkTable":
+        """One table from the rows' packed landmarks (row position = place in `blobs`)."""
+        parts = [unpack(b) for b in blobs]
+        h = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint32)
+        t = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
+        r = np.repeat(np.arange(len(parts), dtype=np.int32), [len(p[0]) for p in parts])
+        order = np.argsort(h, kind="stable")
+        return cls(h[order], r[order], t[order], len(parts))
+
+    def scores(self, hashes: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Match score of every row [n_rows]: the landmarks agreeing on the best offset (+-1 frame), times the
+        share of the row's matches that agree, so sustained tones that repeat one hash everywhere score low."""
+        out = np.zeros(self.n_rows, np.float64)
+        lo = np.searchsorted(self.hashes, hashes, "left")
+        hi = np.searchsorted(self.hashes, hashes, "right")
+        counts = hi - lo
+        if not counts.sum():
+            return out
+        idx = np.repeat(lo - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
+        rows = self.rows[idx].astype(np.int64)
+        offsets = self.times[idx].astype(np.int64) - np.repeat(times.astype(np.int64), counts)
+        span = int(offsets.max() - offsets.min()) + 3
+        keys, n = np.unique(rows * span + (offsets - offsets.min() + 1), return_counts=True)
+        near = n.copy()
+        for d in (-1, 1):  # an offset and its two neighbours count together
+            pos = np.searchsorted(keys, keys + d)
+            hit = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == keys + d)
+            near[hit] += n[pos[hit]]
+        peak = np.zeros(self.n_rows, np.float64)
+        np.maximum.at(peak, keys // span, near)
+        total = np.bincount(rows, minlength=self.n_rows).astype(np.float64)
+        return np.where(total > 0, peak * np.minimum(1.0, peak / np.maximum(total, 1.0)), 0.0)
+
+
+def bonus(scores: np.ndarray) -> np.ndarray:
+    """What a match score adds to a cosine: nothing under MIN_SCORE, rising to BONUS at FULL_SCORE."""
+    scores = np.asarray(scores, np.float64)
+    return np.where(scores >= MIN_SCORE, BONUS * np.minimum(1.0, scores / FULL_SCORE), 0.0)
+
+
+def fuse(cosines: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Ranking score: cosine plus the landmark bonus (the same rule for search and for the robustness table)."""
+    return np.asarray(cosines, np.float64) + bonus(scores)
+
+
+__all__ = ["RATE", "describe", "landmarks", "index_landmarks", "unpack", "LandmarkTable", "bonus", "fuse"]
