@@ -17,7 +17,7 @@ COMMAND_MODULES: list[str] = ["simsearch.cli_serve", "simsearch.cli_robust", "si
 
 
 def _print_results(results: list[dict], as_json: bool) -> None:
-    from .fingerprint import MIN_SCORE
+    from .fingerprint import SAME_RECORDING
 
     if as_json:
         print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s", "cosine", "match") if k in r}
@@ -25,7 +25,7 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         return
     for r in results:
         where = f" @{r['offset_s']:.1f}s" if r["offset_s"] else ""
-        same = "  (same recording: landmarks match)" if r.get("match", 0) >= MIN_SCORE else ""
+        same = "  (same recording: landmarks match)" if r.get("match", 0) >= SAME_RECORDING else ""
         print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}{same}")
 
 

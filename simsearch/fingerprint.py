@@ -21,6 +21,7 @@ N_FFT = 1024  # 128 ms windows, 7.8 Hz bins: finer bins give more distinct hashe
 HOP = 128  # 16 ms frames: a spoken word still gets dozens of frames
 NEIGHBOURHOOD = (15, 7)  # a peak is the maximum of +-7 bins (55 Hz) x +-3 frames (48 ms) around it
 RANGE_DB = 60.0  # peaks more than this under the loudest one are ignored
+SILENCE_DB = -100.0  # ... and so is anything under this STFT magnitude (far under 16-bit quantisation): silence
 PEAKS_PER_S = 40.0  # the strongest peaks are kept, this many per second ...
 MIN_PEAKS = 24  # ... but at least this many, so clicks and single drum hits get landmarks too
 FAN_OUT = 5  # each anchor peak pairs with this many later (or simultaneous, higher) peaks
@@ -33,12 +34,22 @@ SHIFTS = 2  # index-side copies at 0 and half a hop: a query starting at any sam
 MIN_SCORE = 3.0  # match scores under this add nothing
 FULL_SCORE = 30.0  # a score this high earns the whole bonus
 BONUS = 0.4  # added to the cosine of a full match
+SAME_RECORDING = 10.0  # scores this high are reported as "the same recording" (different takes of one word by one
+# speaker reached it in 48 of ~10^6 FSDD pairs; 97 % of changed copies did)
 
 
 def describe() -> dict:
     """What index.json records, so a later reader knows how the stored landmarks were made."""
-    return {"rate": RATE, "n_fft": N_FFT, "hop": HOP, "peaks_per_s": PEAKS_PER_S, "fan_out": FAN_OUT,
-            "shifts": SHIFTS, "min_score": MIN_SCORE, "full_score": FULL_SCORE, "bonus": BONUS}
+    return {"rate": RATE, "n_fft": N_FFT, "hop": HOP, "peaks_per_s": PEAKS_PER_S, "min_peaks": MIN_PEAKS,
+            "fan_out": FAN_OUT, "max_dt": MAX_DT, "max_df": MAX_DF, "shifts": SHIFTS, "min_score": MIN_SCORE,
+            "full_score": FULL_SCORE, "bonus": BONUS}
+
+
+def compatible(recorded: dict) -> bool:
+    """Whether landmarks recorded with these settings can match the ones this version makes."""
+    now = describe()
+    return all(recorded.get(k) == now[k] for k in ("rate", "n_fft", "hop", "peaks_per_s", "min_peaks", "fan_out",
+                                                    "max_dt", "max_df"))
 
 
 def _peaks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +65,7 @@ def _peaks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     level = 20.0 * np.log10(spec + 1e-9)
     level[0] = -300.0  # DC
     local = maximum_filter(level, size=NEIGHBOURHOOD, mode="constant", cval=-400.0)
-    f, t = np.nonzero((level == local) & (level > level.max() - RANGE_DB))
+    f, t = np.nonzero((level == local) & (level > max(level.max() - RANGE_DB, SILENCE_DB)))
     n = max(MIN_PEAKS, int(PEAKS_PER_S * level.shape[1] * HOP / RATE))
     keep = np.argsort(-level[f, t], kind="stable")[:n]
     f, t = f[keep], t[keep]

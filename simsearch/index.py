@@ -1,6 +1,7 @@
 """Open an index folder and search it by example clip, by vector, or by text."""
 from __future__ import annotations
 
+import logging
 import time
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from .fingerprint import LandmarkTable
 
 
+log = logging.getLogger(__name__)
 EXACT_FILTER_ROWS = 20_000  # filters passing fewer rows than this are answered by exact scoring of those rows
 
 
@@ -167,7 +169,13 @@ class Index:
         """Every row's fingerprint landmarks (in self.rows order); None for an index made without them."""
         if "fingerprint" not in self.info:
             return None
-        from .fingerprint import LandmarkTable
+        from .fingerprint import LandmarkTable, compatible
+
+        if not compatible(self.info["fingerprint"]):
+            log.warning("%s: its landmarks were made with other fingerprint settings (%s); audio search ranks by "
+                        "cosine alone until `simsearch index` re-embeds it into a new --out folder",
+                        self.dir.root, self.info["fingerprint"])
+            return None
 
         t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
         blobs = t.column(LANDMARKS).to_pylist()

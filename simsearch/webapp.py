@@ -25,7 +25,7 @@ import soundfile as sf
 from .audio import MIN_DURATION_S, decode
 from .classify import KNN_K, classify_probe, knn_scores, split_labels, zero_shot_scores
 from .errors import AudioError, SimsearchError
-from .fingerprint import MIN_SCORE
+from .fingerprint import SAME_RECORDING
 from .index import Index
 from .probe import PROBE_WEIGHTS
 from .textsearch import TEXT_ENCODERS, text_mode
@@ -258,7 +258,7 @@ def result_caption(result: dict, playable: bool, window: bool = False) -> str:
         end = result["offset_s"] + result.get("duration_s", 0.0)
         where = f" · {result['offset_s']:.1f}–{end:.1f} s"
     note = "" if playable else "  \n_audio not served: the file is outside the indexed folders or gone_"
-    if result.get("match", 0) >= MIN_SCORE:
+    if result.get("match", 0) >= SAME_RECORDING:
         where += " · **same recording** (landmarks match)"
     return (f"**#{result['rank']}** · score **{result['score']:.3f}** · label **{label}**{where}  \n"
             f"`{result['path']}`{note}")

@@ -13,7 +13,7 @@ pytest.importorskip("ray.data", reason='needs Ray: pip install "simsearch[ray]"'
 
 
 def rows(out):
-    t = IndexDir(out).live_rows(["path", "offset_s", "duration_s", "label", "embedding"]).to_pandas()
+    t = IndexDir(out).live_rows(["path", "offset_s", "duration_s", "label", "embedding", "landmarks"]).to_pandas()
     return t.sort_values(["path", "offset_s"]).reset_index(drop=True)
 
 
@@ -36,6 +36,7 @@ def test_ray_engine_writes_the_same_rows_as_the_local_engine(class_folder, tmp_p
     a, b = rows(tmp_path / "local"), rows(tmp_path / "ray")
     assert a[["path", "offset_s", "duration_s", "label"]].equals(b[["path", "offset_s", "duration_s", "label"]])
     np.testing.assert_allclose(np.stack(a["embedding"]), np.stack(b["embedding"]), atol=1e-4)
+    assert a["landmarks"].tolist() == b["landmarks"].tolist() and all(len(x) for x in b["landmarks"])
     assert len(IndexDir(tmp_path / "ray").shard_paths()) > 1  # written through the same sharded writer
     hit = Index.open(tmp_path / "ray").search(audio=str(class_folder / "high" / "high1.flac"), k=1)[0]
     assert hit["path"].endswith("high1.flac") and hit["score"] > 0.999
