@@ -52,18 +52,32 @@ def compatible(recorded: dict) -> bool:
                                                     "max_dt", "max_df"))
 
 
-def _peaks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(frequency bin, frame) of the strongest local maxima of the log spectrogram, sorted by frame then bin."""
+def _levels(x: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
+    """Log power spectrogram [bins, frames] at RATE with frames every `hop` samples, frame j centred on j * hop."""
     import torch
-    from scipy.ndimage import maximum_filter
 
-    wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    from .audio import resample
+
+    x = np.nan_to_num(np.asarray(x, dtype=np.float32).reshape(-1))
+    if x.size == 0:
+        return np.zeros((N_FFT // 2 + 1, 0), np.float32)
+    y = resample(x, sample_rate, RATE) if sample_rate != RATE else x
     # Zero padding (not reflection) at the edges: a clip that starts on its first sample then looks the same as a
     # copy that starts late, after silence.
-    spec = torch.stft(wave, N_FFT, HOP, window=torch.hann_window(N_FFT), center=True, pad_mode="constant",
-                      return_complex=True).abs().numpy()
-    level = 20.0 * np.log10(spec + 1e-9)
+    y = np.pad(y, (N_FFT // 2, N_FFT // 2))
+    spec = torch.stft(torch.from_numpy(y), N_FFT, hop, window=torch.hann_window(N_FFT), center=False,
+                      return_complex=True)
+    level = (10.0 * torch.log10(spec.real.square() + spec.imag.square() + 1e-18)).numpy()
     level[0] = -300.0  # DC
+    return level
+
+
+def _peaks(level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency bin, frame) of the strongest local maxima of a log spectrogram, sorted by frame then bin."""
+    from scipy.ndimage import maximum_filter
+
+    if level.shape[1] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     local = maximum_filter(level, size=NEIGHBOURHOOD, mode="constant", cval=-400.0)
     f, t = np.nonzero((level == local) & (level > max(level.max() - RANGE_DB, SILENCE_DB)))
     n = max(MIN_PEAKS, int(PEAKS_PER_S * level.shape[1] * HOP / RATE))
@@ -73,30 +87,35 @@ def _peaks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f[order].astype(np.int64), t[order].astype(np.int64)
 
 
-def landmarks(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hash uint32, anchor frame int32) of one clip: each anchor paired with its next FAN_OUT peaks in range."""
-    from .audio import resample
-
-    x = np.nan_to_num(np.asarray(x, dtype=np.float32).reshape(-1))
-    if x.size == 0:
-        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
-    f, t = _peaks(resample(x, sample_rate, RATE) if sample_rate != RATE else x)
-    hashes, times = [], []
+def _pairs(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hash uint32, anchor frame int32): each anchor paired with the next FAN_OUT peaks within MAX_DT frames and
+    MAX_DF bins, in (frame, bin) order."""
+    n = len(f)
     ends = np.searchsorted(t, t + MAX_DT, "right")
-    for i in range(len(f)):
-        j = np.arange(i + 1, ends[i])  # later peaks in range, in (frame, bin) order
-        ok = j[np.abs(f[j] - f[i]) <= MAX_DF][:FAN_OUT]
-        hashes.append((f[i] << 16) | ((f[ok] - f[i] + 64) << 8) | (t[ok] - t[i]))
-        times.append(np.full(len(ok), t[i]))
-    if not hashes:
+    width = int((ends - np.arange(n)).max()) if n else 0
+    if width <= 1:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32)
-    return np.concatenate(hashes).astype(np.uint32), np.concatenate(times).astype(np.int32)
+    i = np.arange(n)[:, None]
+    j = i + np.arange(1, width)[None, :]  # candidate targets of each anchor
+    ok = j < ends[:, None]
+    j = np.minimum(j, n - 1)
+    ok &= np.abs(f[j] - f[i]) <= MAX_DF
+    ok &= np.cumsum(ok, axis=1) <= FAN_OUT
+    a, b = np.broadcast_to(i, j.shape)[ok], j[ok]
+    hashes = (f[a] << 16) | ((f[b] - f[a] + 64) << 8) | (t[b] - t[a])
+    return hashes.astype(np.uint32), t[a].astype(np.int32)
+
+
+def landmarks(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hash uint32, anchor frame int32) of one clip (a query): spectral-peak pairs."""
+    return _pairs(*_peaks(_levels(x, sample_rate, HOP)))
 
 
 def index_landmarks(x: np.ndarray, sample_rate: int) -> bytes:
-    """A stored row's landmarks, made at SHIFTS sub-frame offsets, packed as int32 (hash, frame) pairs."""
-    step = max(1, int(round(HOP * sample_rate / RATE / SHIFTS)))
-    parts = [landmarks(x[s * step:], sample_rate) for s in range(SHIFTS)]
+    """A stored row's landmarks, made on SHIFTS frame grids offset by HOP / SHIFTS (one spectrogram at that finer
+    hop, split), so a query starting at any sample lands near one of them; packed as int32 (hash, frame) pairs."""
+    level = _levels(x, sample_rate, HOP // SHIFTS)
+    parts = [_pairs(*_peaks(level[:, s::SHIFTS])) for s in range(SHIFTS)]
     h = np.concatenate([p[0] for p in parts]).view(np.int32)
     t = np.concatenate([p[1] for p in parts])
     return np.stack([h, t], axis=1).astype(np.int32).tobytes()
