@@ -27,7 +27,7 @@ MIN_PEAKS = 24  # ... but at least this many, so clicks and single drum hits get
 FAN_OUT = 5  # each anchor peak pairs with this many later (or simultaneous, higher) peaks
 MAX_DT = 48  # frames (0.77 s) an anchor's targets may lie ahead
 MAX_DF = 40  # bins (310 Hz) they may lie above or below it
-SHIFTS = 2  # index-side copies at 0 and half a hop: a query starting at any sample lands near one of them
+SHIFTS = 2  # query-side frame grids at 0 and half a hop: a query starting at any sample lands near the stored one
 # The bonus, chosen on the robustness table (docs/benchmarks.md) under the constraint that leave-one-out neighbours
 # of clean clips (different recordings) keep their label accuracy: chance agreements between different clips score
 # 2-5 and earn next to nothing, a noisy copy's 10-60 moves its original past clips of the same kind.
@@ -41,7 +41,8 @@ SAME_RECORDING = 10.0  # scores this high are reported as "the same recording" (
 def describe() -> dict:
     """What index.json records, so a later reader knows how the stored landmarks were made."""
     return {"rate": RATE, "n_fft": N_FFT, "hop": HOP, "peaks_per_s": PEAKS_PER_S, "min_peaks": MIN_PEAKS,
-            "fan_out": FAN_OUT, "max_dt": MAX_DT, "max_df": MAX_DF, "shifts": SHIFTS, "min_score": MIN_SCORE,
+            "fan_out": FAN_OUT, "max_dt": MAX_DT, "max_df": MAX_DF, "stored_grids": 1, "query_grids": SHIFTS,
+            "min_score": MIN_SCORE,
             "full_score": FULL_SCORE, "bonus": BONUS}
 
 
@@ -49,7 +50,7 @@ def compatible(recorded: dict) -> bool:
     """Whether landmarks recorded with these settings can match the ones this version makes."""
     now = describe()
     return all(recorded.get(k) == now[k] for k in ("rate", "n_fft", "hop", "peaks_per_s", "min_peaks", "fan_out",
-                                                    "max_dt", "max_df"))
+                                                    "max_dt", "max_df", "stored_grids"))
 
 
 def _levels(x: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
@@ -106,19 +107,24 @@ def _pairs(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hashes.astype(np.uint32), t[a].astype(np.int32)
 
 
-def landmarks(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hash uint32, anchor frame int32) of one clip (a query): spectral-peak pairs."""
-    return _pairs(*_peaks(_levels(x, sample_rate, HOP)))
+def landmarks(x: np.ndarray, sample_rate: int, grids: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(hash uint32, anchor frame int32) of one clip: spectral-peak pairs on `grids` frame grids offset by
+    HOP / grids (one spectrogram at that finer hop, split; frames numbered within each grid)."""
+    level = _levels(x, sample_rate, HOP // grids)
+    parts = [_pairs(*_peaks(level[:, s::grids])) for s in range(grids)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def query_landmarks(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """A query's landmarks on SHIFTS grids, so whatever sample it starts on, one grid lines up with the stored one
+    (done on the query side because queries are few and rows are many)."""
+    return landmarks(x, sample_rate, SHIFTS)
 
 
 def index_landmarks(x: np.ndarray, sample_rate: int) -> bytes:
-    """A stored row's landmarks, made on SHIFTS frame grids offset by HOP / SHIFTS (one spectrogram at that finer
-    hop, split), so a query starting at any sample lands near one of them; packed as int32 (hash, frame) pairs."""
-    level = _levels(x, sample_rate, HOP // SHIFTS)
-    parts = [_pairs(*_peaks(level[:, s::SHIFTS])) for s in range(SHIFTS)]
-    h = np.concatenate([p[0] for p in parts]).view(np.int32)
-    t = np.concatenate([p[1] for p in parts])
-    return np.stack([h, t], axis=1).astype(np.int32).tobytes()
+    """A stored row's landmarks (one grid), packed as int32 (hash, frame) pairs."""
+    h, t = landmarks(x, sample_rate)
+    return np.stack([h.view(np.int32), t], axis=1).astype(np.int32).tobytes()
 
 
 def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
@@ -184,4 +190,4 @@ def fuse(cosines: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.asarray(cosines, np.float64) + bonus(scores)
 
 
-__all__ = ["RATE", "describe", "landmarks", "index_landmarks", "unpack", "LandmarkTable", "bonus", "fuse"]
+__all__ = ["RATE", "describe", "compatible", "landmarks", "query_landmarks", "index_landmarks", "unpack", "LandmarkTable", "bonus", "fuse"]

@@ -188,7 +188,7 @@ class Index:
         from . import fingerprint
 
         hits = self.search_vector(vector, k, filter, group_by_file)
-        match = self.landmark_table.scores(*fingerprint.landmarks(x, self.encoder.sample_rate))
+        match = self.landmark_table.scores(*fingerprint.query_landmarks(x, self.encoder.sample_rate))
         matched = np.flatnonzero(fingerprint.bonus(match) > 0)
         if filter and len(matched):
             matched = matched[self.filter_mask(filter)[matched]]

@@ -157,11 +157,11 @@ def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.n
 
 def match_scores(table, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
     """Landmark match scores of each clip against every stored original [clips, originals]; None without a table."""
-    from .fingerprint import landmarks
+    from .fingerprint import query_landmarks
 
     if table is None:
         return None
-    return np.stack([table.scores(*landmarks(x, sr)) for x, sr in zip(waves, rates)])
+    return np.stack([table.scores(*query_landmarks(x, sr)) for x, sr in zip(waves, rates)])
 
 
 def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None, checkpoint: str | None = None,

@@ -121,6 +121,7 @@ def warm_up(index: Index) -> None:
     enc = index.encoder
     rng = np.random.default_rng(0)
     enc.embed_batch([(0.1 * rng.standard_normal(enc.sample_rate)).astype(np.float32)])
+    index.landmark_table  # noqa: B018 - cached property: reads the fingerprints once
     mode = text_mode(index)
     if mode == "tags":
         from .encoders.yamnet import load_class_names

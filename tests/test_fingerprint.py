@@ -52,7 +52,7 @@ def table(melodies):
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_changed_copy_matches_its_own_recording_only(melodies, table, change):
     rng = np.random.default_rng(7)
-    scores = np.stack([table.scores(*fp.landmarks(CHANGES[change](x, rng), SR)) for x in melodies])
+    scores = np.stack([table.scores(*fp.query_landmarks(CHANGES[change](x, rng), SR)) for x in melodies])
     own, others = np.diag(scores), scores[~np.eye(len(melodies), dtype=bool)]
     assert (scores.argmax(axis=1) == np.arange(len(melodies))).all(), scores.round(1)
     assert own.min() >= fp.MIN_SCORE, own  # every copy earns a bonus ...
@@ -78,15 +78,17 @@ def test_degenerate_inputs_give_no_landmarks_and_score_nothing(table):
     h, t = fp.landmarks(np.r_[np.zeros(100), 1.0, np.zeros(100)].astype(np.float32), SR)  # one click
     assert np.isfinite(table.scores(h, t)).all()
     empty = fp.LandmarkTable.build([None, b""])
-    assert empty.n_rows == 2 and not empty.scores(*fp.landmarks(melody(3), SR)).any()
+    assert empty.n_rows == 2 and not empty.scores(*fp.query_landmarks(melody(3), SR)).any()
 
 
 def test_pack_round_trip_and_bonus_shape(melodies):
     blob = fp.index_landmarks(melodies[1], SR)
     h, t = fp.unpack(blob)
     assert h.dtype == np.uint32 and t.dtype == np.int32 and len(h) == len(blob) // 8
-    one, _ = fp.landmarks(melodies[1], SR)
-    assert set(one.tolist()) <= set(h.tolist())  # the unshifted copy is part of what a row stores
+    one, t1 = fp.landmarks(melodies[1], SR)
+    assert np.array_equal(one, h) and np.array_equal(t1, t)
+    both, _ = fp.query_landmarks(melodies[1], SR)  # a query adds the grid half a hop later
+    assert set(one.tolist()) <= set(both.tolist()) and len(both) > 1.5 * len(one)
     b = fp.bonus(np.array([0.0, fp.MIN_SCORE - 0.1, fp.MIN_SCORE, fp.FULL_SCORE, 10 * fp.FULL_SCORE]))
     assert b[0] == b[1] == 0.0 and 0 < b[2] < b[3] and b[3] == b[4] == fp.BONUS
 
