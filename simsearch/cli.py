@@ -73,6 +73,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"windows    {info.get('window_s')} s, hop {info.get('hop_s')} s")
     print(f"counts     {info['counts']['files']} files, {info['counts']['rows']} rows")
     print(f"extras     {', '.join(info.get('extras', [])) or '-'}")
+    print(f"landmarks  {'yes ' + str(info['fingerprint']) if 'fingerprint' in info else 'no (made with --no-fingerprint or before them)'}")
     print(f"updated    {info.get('updated_at')}  (created {info.get('created_at')})")
     return 0
 
