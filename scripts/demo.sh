@@ -17,8 +17,9 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 S=.venv/bin/simsearch
 if [ -f indexes/demo/index.json ] && ! .venv/bin/python -c "import json, sys; from simsearch.encoders import DEFAULT_ENCODER; \
-    sys.exit(json.load(open('indexes/demo/index.json'))['encoder']['name'] != DEFAULT_ENCODER)"; then
-  echo "indexes/demo was built with an older default encoder; rebuilding it"
+    info = json.load(open('indexes/demo/index.json')); \
+    sys.exit(info['encoder']['name'] != DEFAULT_ENCODER or 'fingerprint' not in info)"; then
+  echo "indexes/demo was built with an older default (encoder or no landmark fingerprints); rebuilding it"
   rm -rf indexes/demo
 fi
 $S index "$SRC" --out indexes/demo --label-regex '^([a-z]+)_'
