@@ -149,3 +149,22 @@ def test_landmarks_made_with_other_settings_are_not_used(melodies, tmp_path, cap
     res = Index.open(out).search(audio={"array": melodies[1], "sampling_rate": SR}, k=2)
     assert res[0]["path"].endswith("m1.wav") and "match" not in res[0]
     assert "other fingerprint settings" in caplog.text
+
+
+def test_filters_and_grouping_hold_for_landmark_matches(melodies, tmp_path):
+    """A file the landmarks match is still left out by a filter, and one file gives one row with group_by_file."""
+    src = tmp_path / "src"
+    long = np.concatenate([melodies[0], melodies[1], melodies[2]])  # 9 s: three 3-s windows
+    write(src / "a" / "long.wav", long)
+    for i in range(3, 8):
+        write(src / "b" / f"m{i}.wav", melodies[i])
+    out = tmp_path / "ix"
+    run_index(src, out, IndexOptions(encoder="spectral", progress=False, num_workers=0, window_s=3.0))
+    ix = Index.open(out)
+    query = {"array": add_noise(melodies[1], 5.0, np.random.default_rng(2)), "sampling_rate": SR}
+    res = ix.search(audio=query, k=3)
+    assert res[0]["path"].endswith("long.wav") and res[0]["offset_s"] == 3.0 and res[0]["match"] >= fp.MIN_SCORE
+    grouped = ix.search(audio=query, k=3, group_by_file=True)
+    assert [r["path"] for r in grouped].count(res[0]["path"]) == 1 and len(grouped) == 3
+    kept = ix.search(audio=query, k=3, filter={"label": "b"})
+    assert len(kept) == 3 and all(r["label"] == "b" for r in kept)
