@@ -34,6 +34,7 @@ SHIFTS = 2  # query-side frame grids at 0 and half a hop: a query starting at an
 MIN_SCORE = 3.0  # match scores under this add nothing
 FULL_SCORE = 30.0  # a score this high earns the whole bonus
 BONUS = 0.4  # added to the cosine of a full match
+MAX_IN_MEMORY = 150_000_000  # landmarks (12 bytes each in the table, ~1.8 GB): above this search skips them
 SAME_RECORDING = 10.0  # scores this high are reported as "the same recording" (different takes of one word by one
 # speaker reached it in 48 of ~10^6 FSDD pairs; 97 % of changed copies did)
 
@@ -147,12 +148,32 @@ class LandmarkTable:
     @classmethod
     def build(cls, blobs: list[bytes | None]) -> "LandmarkTable":
         """One table from the rows' packed landmarks (row position = place in `blobs`)."""
-        parts = [unpack(b) for b in blobs]
-        h = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint32)
-        t = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
-        r = np.repeat(np.arange(len(parts), dtype=np.int32), [len(p[0]) for p in parts])
-        order = np.argsort(h, kind="stable")
-        return cls(h[order], r[order], t[order], len(parts))
+        import pyarrow as pa
+
+        return cls.from_arrow(pa.array(blobs, pa.binary()), np.arange(len(blobs)), len(blobs))
+
+    @classmethod
+    def from_arrow(cls, column, positions: np.ndarray, n_rows: int) -> "LandmarkTable":
+        """From a binary Arrow column of packed landmarks read straight from the shards (no Python objects per
+        row); element i belongs to row position positions[i]; nulls hold none."""
+        import pyarrow as pa
+
+        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if len(arr) == 0:
+            return cls(np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.int32), n_rows)
+        offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + len(arr) + 1]
+        data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+        pairs = data[offsets[0]:offsets[-1]].view(np.int32).reshape(-1, 2)
+        rows = np.repeat(np.asarray(positions, np.int32), np.diff(offsets) // 8)
+        order = np.argsort(pairs[:, 0].view(np.uint32), kind="stable")
+        return cls(pairs[order, 0].view(np.uint32), rows[order], pairs[order, 1].copy(), n_rows)
+
+    @staticmethod
+    def size(column) -> int:
+        """How many landmarks a binary column holds (to check the memory a table would take before building it)."""
+        import pyarrow.compute as pc
+
+        return int(pc.sum(pc.binary_length(column)).as_py() or 0) // 8
 
     def scores(self, hashes: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Match score of every row [n_rows]: the landmarks agreeing on the best offset (+-1 frame), times the

@@ -169,7 +169,7 @@ class Index:
         """Every row's fingerprint landmarks (in self.rows order); None for an index made without them."""
         if "fingerprint" not in self.info:
             return None
-        from .fingerprint import LandmarkTable, compatible
+        from .fingerprint import MAX_IN_MEMORY, LandmarkTable, compatible
 
         if not compatible(self.info["fingerprint"]):
             log.warning("%s: its landmarks were made with other fingerprint settings (%s); audio search ranks by "
@@ -178,8 +178,14 @@ class Index:
             return None
 
         t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
-        blobs = t.column(LANDMARKS).to_pylist()
-        return LandmarkTable.build([blobs[i] for i in pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)])
+        n = LandmarkTable.size(t.column(LANDMARKS))
+        if n > MAX_IN_MEMORY:
+            log.warning("%s: %d landmarks would need %.1f GB in memory (limit %d); audio search ranks by cosine "
+                        "alone (index large collections with --no-fingerprint)", self.dir.root, n, 12 * n / 1e9,
+                        MAX_IN_MEMORY)
+            return None
+        positions = self.rows.index.get_indexer(t.column("id").to_numpy())  # row position of each shard row
+        return LandmarkTable.from_arrow(t.column(LANDMARKS), positions, len(self.rows))
 
     def _search_with_landmarks(self, vector: np.ndarray, x: np.ndarray, k: int, filter: dict | None,
                                group_by_file: bool) -> list[dict]:

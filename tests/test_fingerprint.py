@@ -168,3 +168,13 @@ def test_filters_and_grouping_hold_for_landmark_matches(melodies, tmp_path):
     assert [r["path"] for r in grouped].count(res[0]["path"]) == 1 and len(grouped) == 3
     kept = ix.search(audio=query, k=3, filter={"label": "b"})
     assert len(kept) == 3 and all(r["label"] == "b" for r in kept)
+
+
+def test_too_many_landmarks_for_memory_fall_back_to_cosine(melodies, tmp_path, caplog, monkeypatch):
+    src = tmp_path / "src"
+    for i, x in enumerate(melodies[:3]):
+        write(src / f"m{i}.wav", x)
+    run_index(src, tmp_path / "ix", IndexOptions(encoder="spectral", progress=False, num_workers=0))
+    monkeypatch.setattr(fp, "MAX_IN_MEMORY", 10)
+    res = Index.open(tmp_path / "ix").search(audio={"array": melodies[2], "sampling_rate": SR}, k=1)
+    assert res[0]["path"].endswith("m2.wav") and "match" not in res[0] and "--no-fingerprint" in caplog.text
