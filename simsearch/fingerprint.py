@@ -168,13 +168,6 @@ class LandmarkTable:
         order = np.argsort(pairs[:, 0].view(np.uint32), kind="stable")
         return cls(pairs[order, 0].view(np.uint32), rows[order], pairs[order, 1].copy(), n_rows)
 
-    @staticmethod
-    def size(column) -> int:
-        """How many landmarks a binary column holds (to check the memory a table would take before building it)."""
-        import pyarrow.compute as pc
-
-        return int(pc.sum(pc.binary_length(column)).as_py() or 0) // 8
-
     def scores(self, hashes: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Match score of every row [n_rows]: the landmarks agreeing on the best offset (+-1 frame), times the
         share of the row's matches that agree, so sustained tones that repeat one hash everywhere score low."""

@@ -177,13 +177,13 @@ class Index:
                         self.dir.root, self.info["fingerprint"])
             return None
 
-        t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
-        n = LandmarkTable.size(t.column(LANDMARKS))
+        n = self.dir.column_bytes(LANDMARKS, self.info.get("shards")) // 8  # before reading any of them
         if n > MAX_IN_MEMORY:
             log.warning("%s: %d landmarks would need %.1f GB in memory (limit %d); audio search ranks by cosine "
                         "alone (index large collections with --no-fingerprint)", self.dir.root, n, 12 * n / 1e9,
                         MAX_IN_MEMORY)
             return None
+        t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
         positions = self.rows.index.get_indexer(t.column("id").to_numpy())  # row position of each shard row
         return LandmarkTable.from_arrow(t.column(LANDMARKS), positions, len(self.rows))
 

@@ -129,6 +129,17 @@ class IndexDir:
                 owner[path] = i
         return owner
 
+    def column_bytes(self, column: str, shards: list[str] | None = None) -> int:
+        """Uncompressed size of one column over the shards, from the Parquet footers (no data is read)."""
+        total = 0
+        for p in self.shard_paths(shards):
+            meta = pq.ParquetFile(p).metadata
+            names = [meta.schema.column(j).path.split(".")[0] for j in range(meta.num_columns)]
+            if column in names:
+                j = names.index(column)
+                total += sum(meta.row_group(g).column(j).total_uncompressed_size for g in range(meta.num_row_groups))
+        return total
+
     def live_rows(self, columns: list[str] | None = None, shards: list[str] | None = None) -> pa.Table:
         """All rows of the given (default: all) shards; a path in several shards keeps its newest shard's rows."""
         paths = self.shard_paths(shards)
