@@ -33,6 +33,8 @@ def add_search_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--min-duration", type=float, help="only files at least this many seconds long")
     s.add_argument("--max-duration", type=float, help="only files at most this many seconds long")
     s.add_argument("--group-by-file", action="store_true", help="best window per file (long recordings)")
+    s.add_argument("--exclude-same", action="store_true",
+                   help="leave out the query's own recording (and its copies), found by landmark fingerprints")
     s.add_argument("--nprobe", type=int, help="IVF-PQ lists to visit (default: tuned for recall >= 0.95)")
     s.add_argument("--ef-search", type=int, help="HNSW candidate list size (default: tuned for recall >= 0.95)")
     s.add_argument("--k-factor", type=float, help="IVF-PQ re-ranking depth as a multiple of k (default: tuned)")
@@ -46,7 +48,7 @@ def search_kwargs(args: argparse.Namespace) -> dict:
     from .filters import parse_cli
 
     spec = parse_cli(args.filter, args.path_glob, args.min_duration, args.max_duration)
-    return {"filter": spec or None, "group_by_file": args.group_by_file}
+    return {"filter": spec or None, "group_by_file": args.group_by_file, "exclude_same": args.exclude_same}
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:

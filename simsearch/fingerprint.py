@@ -203,4 +203,5 @@ def fuse(cosines: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.asarray(cosines, np.float64) + bonus(scores)
 
 
-__all__ = ["RATE", "describe", "compatible", "landmarks", "query_landmarks", "index_landmarks", "unpack", "LandmarkTable", "bonus", "fuse"]
+__all__ = ["RATE", "describe", "compatible", "landmarks", "query_landmarks", "index_landmarks", "unpack",
+           "LandmarkTable", "bonus", "fuse"]

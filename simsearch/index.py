@@ -133,23 +133,29 @@ class Index:
         return self.records(ids, scores)
 
     def search(self, audio: Any = None, text: str | None = None, k: int = 10, filter: dict | None = None,
-               group_by_file: bool = False) -> list[dict]:
+               group_by_file: bool = False, exclude_same: bool = False) -> list[dict]:
         """Query by example (path, bytes, array or {"array","sampling_rate"}) or by text.
 
         filter: {"label": "dog" or [...], any manifest metadata key: value(s), "path_glob": "*/drums/*",
         "min_duration": s, "max_duration": s}; group_by_file: best window per file.
         In an index with landmark fingerprints, an audio query's rows also carry "cosine" and "match" (the landmark
         score), and "score" is the cosine plus the match bonus (simsearch.fingerprint), so copies of the query's own
-        recording come first.
+        recording come first; exclude_same leaves out rows whose landmarks say they are the query's own recording
+        (match >= fingerprint.SAME_RECORDING), for "other sounds like this one".
         """
         if (audio is None) == (text is None):
             raise SimsearchError("give exactly one of audio= or text=")
+        if exclude_same and audio is None:
+            raise SimsearchError("exclude_same is for audio queries (it compares the query's landmarks)")
         if audio is not None:
             x = decode(audio, self.encoder.sample_rate)
             vector = self._embed_samples(x)[0]
             if self.landmark_table is None:
+                if exclude_same:
+                    raise SimsearchError(f"{self.dir.root} keeps no landmark fingerprints, so it cannot tell the same "
+                                         "recording apart; re-index without --no-fingerprint to use exclude_same")
                 return self.search_vector(vector, k, filter, group_by_file)
-            return self._search_with_landmarks(vector, x, k, filter, group_by_file)
+            return self._search_with_landmarks(vector, x, k, filter, group_by_file, exclude_same)
         from .textsearch import search_text, text_mode
 
         if not filter and not group_by_file:
@@ -188,19 +194,24 @@ class Index:
         return LandmarkTable.from_arrow(t.column(LANDMARKS), positions, len(self.rows))
 
     def _search_with_landmarks(self, vector: np.ndarray, x: np.ndarray, k: int, filter: dict | None,
-                               group_by_file: bool) -> list[dict]:
+                               group_by_file: bool, exclude_same: bool = False) -> list[dict]:
         """The nearest rows by cosine plus the rows the query's landmarks match, ranked by cosine + match bonus
         (simsearch.fingerprint.fuse): a noisy, cut or re-encoded copy of an indexed clip finds that clip first."""
         from . import fingerprint
 
-        hits = self.search_vector(vector, k, filter, group_by_file)
         match = self.landmark_table.scores(*fingerprint.query_landmarks(x, self.encoder.sample_rate))
+        ids_all = self.rows["id"].to_numpy()
+        same = ids_all[match >= fingerprint.SAME_RECORDING] if exclude_same else np.zeros(0, np.int64)
+        if len(same) and group_by_file:  # every window of a file that is the query's recording goes
+            same = ids_all[self.rows["path"].isin(self.rows["path"].loc[same]).to_numpy()]
+        hits = self.search_vector(vector, k + len(same), filter, group_by_file)
         matched = np.flatnonzero(fingerprint.bonus(match) > 0)
         if filter and len(matched):
             matched = matched[self.filter_mask(filter)[matched]]
-        ids = np.unique(np.r_[np.array([h["id"] for h in hits], np.int64), self.rows["id"].to_numpy()[matched]])
+        ids = np.unique(np.r_[np.array([h["id"] for h in hits], np.int64), ids_all[matched]])
+        ids = ids[~np.isin(ids, same)]
         if not len(ids):
-            return hits
+            return []
         cosine = self.vectors_for(ids) @ faiss_index.normalize(vector.reshape(1, -1))[0]
         fused = fingerprint.fuse(cosine, match[self.rows.index.get_indexer(ids)])
         by_id = dict(zip(ids.tolist(), cosine.tolist()))

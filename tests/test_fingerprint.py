@@ -178,3 +178,29 @@ def test_too_many_landmarks_for_memory_fall_back_to_cosine(melodies, tmp_path, c
     monkeypatch.setattr(fp, "MAX_IN_MEMORY", 10)
     res = Index.open(tmp_path / "ix").search(audio={"array": melodies[2], "sampling_rate": SR}, k=1)
     assert res[0]["path"].endswith("m2.wav") and "match" not in res[0] and "--no-fingerprint" in caplog.text
+
+
+def test_exclude_same_leaves_out_the_query_recording_only(melodies, tmp_path, capsys):
+    from simsearch.cli import main
+    from simsearch.errors import SimsearchError
+
+    src = tmp_path / "src"
+    for i, x in enumerate(melodies[:6]):
+        write(src / f"m{i}.wav", x)
+    write(src / "m0_copy.wav", mp3_roundtrip(melodies[0], SR))  # the same recording, re-encoded
+    run_index(src, tmp_path / "ix", IndexOptions(encoder="spectral", progress=False, num_workers=0))
+    ix = Index.open(tmp_path / "ix")
+    query = {"array": add_noise(melodies[0], 10.0, np.random.default_rng(3)), "sampling_rate": SR}
+    both = ix.search(audio=query, k=3)
+    assert {r["path"].rsplit("/", 1)[1] for r in both[:2]} == {"m0.wav", "m0_copy.wav"}
+    others = ix.search(audio=query, k=3, exclude_same=True)
+    assert len(others) == 3 and not any(r["path"].rsplit("/", 1)[1].startswith("m0") for r in others)
+    assert all(r["match"] < fp.SAME_RECORDING for r in others)
+    q = write(tmp_path / "q.wav", query["array"])
+    assert main(["search", str(tmp_path / "ix"), "--audio", str(q), "-k", "2", "--exclude-same", "--json"]) == 0
+    assert not any("m0" in r["path"] for r in json.loads(capsys.readouterr().out))
+    with pytest.raises(SimsearchError, match="audio queries"):
+        ix.search(text="anything", exclude_same=True)
+    run_index(src, tmp_path / "plain", IndexOptions(encoder="spectral", progress=False, num_workers=0, fingerprint=False))
+    with pytest.raises(SimsearchError, match="no landmark fingerprints"):
+        Index.open(tmp_path / "plain").search(audio=query, exclude_same=True)
