@@ -1,7 +1,7 @@
 """Before/after table for docs/benchmarks.md: perturbation recovery and kNN-1 / probe accuracy per configuration.
 
-Each configuration is an encoder plus options (pooling, loudness, trim, bandwidth, noise_twin) as `simsearch index` would record
-them. For each data set it reports, through the same embedding path as a search query:
+Each configuration is an encoder plus options (pooling, loudness, trim, bandwidth, noise_twin, fingerprint) as
+`simsearch index` would record them. For each data set it reports, through the same embedding path as a search query:
 
 * robustness (simsearch.robustness) on a seeded subset: rank-1 recovery and label mAP per perturbation;
 * kNN-1, kNN-10 and linear-probe accuracy on the whole set with simsearch.evaluate's functions:
@@ -140,7 +140,8 @@ def render(report: dict) -> str:
         info = next((e["info"] for e in entries.values() if "info" in e), {})
         lines += [f"### {set_name}: {info.get('n_clips')} clips for the perturbation table", ""]
         if results:
-            loo = ", ".join(f"{n} {r.rows['clean']['loo_p1']:.3f}" for n, r in results.items() if "loo_p1" in r.rows["clean"])
+            loo = ", ".join(f"{n} {r.rows['clean']['loo_p1']:.3f}" for n, r in results.items()
+                            if "loo_p1" in r.rows["clean"])
             lines += [markdown_table(results), ""]
             if loo:
                 lines += [f"Leave-one-out P@1 of the originals, ranked as search ranks them: {loo}", ""]

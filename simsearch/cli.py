@@ -35,8 +35,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, **conditioning(args),
-                        fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict, max_duration_s=args.max_duration, shard_rows=args.shard_rows,
-                        progress=not args.quiet, **cli_scale.index_options(args))
+                        fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict,
+                        max_duration_s=args.max_duration, shard_rows=args.shard_rows, progress=not args.quiet,
+                        **cli_scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
     for e in summary.error_list[:20]:
         print(f"error: {e['path']}: {e['reason']}", file=sys.stderr)
@@ -73,7 +74,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"windows    {info.get('window_s')} s, hop {info.get('hop_s')} s")
     print(f"counts     {info['counts']['files']} files, {info['counts']['rows']} rows")
     print(f"extras     {', '.join(info.get('extras', [])) or '-'}")
-    print(f"landmarks  {'yes ' + str(info['fingerprint']) if 'fingerprint' in info else 'no (made with --no-fingerprint or before them)'}")
+    fp = info.get("fingerprint")
+    print(f"landmarks  {f'yes {fp}' if fp else 'no (made with --no-fingerprint or before them)'}")
     print(f"updated    {info.get('updated_at')}  (created {info.get('created_at')})")
     return 0
 

@@ -36,9 +36,9 @@ def add_conditioning_flags(parser: argparse.ArgumentParser) -> None:
 def add_fingerprint_flag(parser: argparse.ArgumentParser) -> None:
     """--no-fingerprint: no landmark fingerprints (smaller index; noisy or cut copies of a clip then rank lower)."""
     parser.add_argument("--no-fingerprint", dest="fingerprint", action="store_const", const=False, default=None,
-                        help="keep no landmark fingerprints: a smaller index, but a noisy, cut or re-encoded copy of an "
-                             "indexed clip no longer reliably finds that clip first (default: keep them; on resume: "
-                             "the index's choice)")
+                        help="keep no landmark fingerprints: a smaller index, but a noisy, cut or re-encoded copy "
+                             "of an indexed clip no longer reliably finds that clip first (default: keep them; on "
+                             "resume: the index's choice)")
 
 
 def conditioning(args: argparse.Namespace) -> dict:

@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     s = subparsers.add_parser("robustness", help="perturb each clip (level, noise, MP3, low-pass, delay, crop) and "
                                                  "measure whether search still finds the original")
     s.add_argument("src", help="folder or manifest of labelled audio")
-    s.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"encoder name, or several joined by '+' (default {DEFAULT_ENCODER})")
+    s.add_argument("--encoder", default=DEFAULT_ENCODER,
+                   help=f"encoder name, or several joined by '+' (default {DEFAULT_ENCODER})")
     s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
     add_conditioning_flags(s)

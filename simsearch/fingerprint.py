@@ -198,9 +198,11 @@ def bonus(scores: np.ndarray) -> np.ndarray:
     return np.where(scores >= MIN_SCORE, BONUS * np.minimum(1.0, scores / FULL_SCORE), 0.0)
 
 
-def fuse(cosines: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Ranking score: cosine plus the landmark bonus (the same rule for search and for the robustness table)."""
-    return np.asarray(cosines, np.float64) + bonus(scores)
+def fuse(cosines: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+    """Ranking score: cosine plus the landmark bonus (the same rule for search and for the robustness table);
+    cosine alone where there are no landmarks (scores None)."""
+    cosines = np.asarray(cosines, np.float64)
+    return cosines if scores is None else cosines + bonus(scores)
 
 
 __all__ = ["RATE", "describe", "compatible", "landmarks", "query_landmarks", "index_landmarks", "unpack",

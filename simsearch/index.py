@@ -213,17 +213,14 @@ class Index:
         if not len(ids):
             return []
         cosine = self.vectors_for(ids) @ faiss_index.normalize(vector.reshape(1, -1))[0]
-        fused = fingerprint.fuse(cosine, match[self.rows.index.get_indexer(ids)])
-        by_id = dict(zip(ids.tolist(), cosine.tolist()))
+        scores = match[self.rows.index.get_indexer(ids)]
+        extra = {i: {"cosine": round(float(c), 6), "match": round(float(m), 2)} for i, c, m in zip(ids, cosine, scores)}
+        fused = fingerprint.fuse(cosine, scores)
         order = np.argsort(-fused, kind="stable")
         ids, fused = ids[order], fused[order].astype(np.float32)
         if group_by_file:
             ids, fused = self._best_per_file(ids, fused)
-        out = self.records(ids[:k], fused[:k])
-        for r in out:
-            r["cosine"] = round(by_id[r["id"]], 6)
-            r["match"] = round(float(match[self.rows.index.get_loc(r["id"])]), 2)
-        return out
+        return [{**r, **extra[r["id"]]} for r in self.records(ids[:k], fused[:k])]
 
     def filter_mask(self, filter: dict) -> np.ndarray:
         """Which rows (in self.rows order) pass a filter dict (see search)."""

@@ -96,8 +96,8 @@ def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: i
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         probe = enc.embed_batch([np.zeros(enc.sample_rate, np.float32) + 1e-3])
         dims = {k: int(v.shape[-1]) for k, v in probe.items()}
-        writer = ShardWriter(d, enc.dim, {k: v for k, v in dims.items() if k != "embedding"}, options.shard_rows, next_id,
-                             bool(options.fingerprint))
+        extras = {k: v for k, v in dims.items() if k != "embedding"}
+        writer = ShardWriter(d, enc.dim, extras, options.shard_rows, next_id, bool(options.fingerprint))
         ds = ray.data.from_items([{"item": i, "path": t.path} for i, t in enumerate(todo)],
                                  override_num_blocks=min(len(todo), 200))
         ds = ds.flat_map(decode_file, fn_kwargs={"sample_rate": enc.sample_rate, "window_s": options.window_s,

@@ -27,7 +27,7 @@ from . import faiss_index
 from .audio import decode, resample, split_windows
 from .encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from .errors import SimsearchError
-from .fingerprint import LandmarkTable, index_landmarks
+from .fingerprint import LandmarkTable, fuse, index_landmarks, query_landmarks
 from .perturb import PERTURBATIONS, perturb
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,9 @@ def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str], m
     """
     from sklearn.metrics import average_precision_score
 
-    from .fingerprint import fuse
-
     labels = np.asarray(labels)
     cosines = copies @ originals.T
-    sims = cosines if match is None else fuse(cosines, match)
+    sims = fuse(cosines, match)
     n = len(originals)
     rank1 = float((sims.argmax(axis=1) == np.arange(n)).mean())
     aps = [average_precision_score(labels == labels[i], sims[i]) for i in range(n)]
@@ -146,25 +144,21 @@ def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str], m
 def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None) -> float:
     """Leave-one-out P@1 by label among the originals, ranked as search ranks them: shows whether the landmark
     bonus (meant for copies of one recording) disturbs the neighbours of clips that are different recordings."""
-    from .fingerprint import fuse
-
-    sims = originals @ originals.T
-    sims = sims if match is None else fuse(sims, match)
+    sims = fuse(originals @ originals.T, match)
     np.fill_diagonal(sims, -np.inf)
     labels = np.asarray(labels)
     return float((labels[sims.argmax(axis=1)] == labels).mean())
 
 
-def match_scores(table, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
+def match_scores(table: LandmarkTable | None, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
     """Landmark match scores of each clip against every stored original [clips, originals]; None without a table."""
-    from .fingerprint import query_landmarks
-
     if table is None:
         return None
     return np.stack([table.scores(*query_landmarks(x, sr)) for x, sr in zip(waves, rates)])
 
 
-def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None, checkpoint: str | None = None,
+def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None,
+                   checkpoint: str | None = None,
                    label_regex: str | None = None, limit: int | None = None,
                    perturbations: Sequence[str] | None = None, seed: int = 0, window_s: float = DEFAULT_WINDOW_S,
                    hop_s: float | None = None, device: str = "auto", batch_size: int = 16,
@@ -251,5 +245,5 @@ def write_report(results: dict[str, RobustnessResult], out: str | Path, command:
     return out / "report.md"
 
 
-__all__ = ["Clip", "RobustnessResult", "pick_items", "load_clips", "clip_seed", "embed_clips", "recovery", "match_scores",
-           "neighbour_accuracy", "run_robustness", "markdown_table", "write_report"]
+__all__ = ["Clip", "RobustnessResult", "pick_items", "load_clips", "clip_seed", "embed_clips", "recovery",
+           "match_scores", "neighbour_accuracy", "run_robustness", "markdown_table", "write_report"]
