@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Refresh requirements.lock on purpose: resolve pyproject's ranges (with the test and ray extras) to exact versions.
+# Run the tests afterwards (bash scripts/test.sh) and commit the lock only when they pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP_VERSION=$(sed -n 's/^# pip==\(.*\)$/\1/p' requirements.lock 2>/dev/null || true)
+TOOLS=$(mktemp -d)
+trap 'rm -rf "$TOOLS"' EXIT
+"$PY" -m venv "$TOOLS/venv"
+"$TOOLS/venv/bin/python" -m pip install -q "pip==${PIP_VERSION:-26.3}" "pip-tools==7.7.0"
+# pip-compile resolves for this interpreter and platform (Python 3.11, Linux x86_64); the torch / torchaudio pair
+# is pinned exactly in pyproject, so the resolver cannot split it. --upgrade takes the newest versions in range.
+"$TOOLS/venv/bin/pip-compile" -q --upgrade --strip-extras --allow-unsafe --no-emit-index-url \
+    --no-emit-find-links --extra test --extra ray --output-file requirements.lock.new pyproject.toml
+{
+  echo "# Exact versions of every package simsearch installs (Python 3.11, Linux x86_64)."
+  echo "# Made by scripts/lock.sh; scripts/install.sh installs from it. Do not edit by hand."
+  echo "# pip==${PIP_VERSION:-26.3}"
+  echo "# aisfx==0.1.2 (installed with --no-deps: its own pins are ancient)"
+  grep -v '^#' requirements.lock.new   # drop pip-compile's own header lines, keep its indented "# via" notes
+} > requirements.lock
+rm -f requirements.lock.new
+echo "requirements.lock refreshed: $(grep -c '==' requirements.lock) packages. Now run: bash scripts/test.sh"
