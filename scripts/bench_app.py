@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simsearch.audio import AUDIO_EXTENSIONS  # noqa: E402
+from simsearch.audio.decode import AUDIO_EXTENSIONS
 
 TEXT_QUERIES = ["speech", "man speaking", "dog barking", "music", "drum", "whistle", "woman talking", "rain",
                 "bird song", "telephone ringing"]
@@ -70,7 +70,8 @@ def main() -> int:
 
     from gradio_client import Client, handle_file
 
-    from simsearch.webapp import Limits, build_app, find_similar, launch
+    from simsearch.app.service import Limits, find_similar
+    from simsearch.app.ui import build_app, launch
 
     name = args.index.resolve().name
     startup = None

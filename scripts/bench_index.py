@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from simsearch.audio import decode
+from simsearch.audio.decode import decode
 from simsearch.encoders import get_encoder
-from simsearch.indexer import IndexOptions, run_index
+from simsearch.indexing.job import run_index
+from simsearch.indexing.options import IndexOptions
 
 SR_FILE = 44100
 CLIP_S = 10.0

@@ -5,8 +5,8 @@
 Vectors: Gaussian clusters around random unit centres, each spread in its own low-rank subspace plus a little
 isotropic noise, L2-normalised (so the neighbourhoods look like embeddings', not like uniform noise). Queries
 are fresh draws from the same clusters. Exact search (the brute-force kernel IndexFlatIP runs) is the ground
-truth and the speed baseline; every index is built by simsearch.faiss_index with the parameters ann.choose
-picks, its knobs tuned by ann.tune, and then measured at a few other settings too. Memory is the size of the
+truth and the speed baseline; every index is built by simsearch.store.faiss_ops with the parameters planner.choose
+picks, its knobs tuned by planner.tune, and then measured at a few other settings too. Memory is the size of the
 serialised index. Prints a Markdown table.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from simsearch import ann, faiss_index  # noqa: E402
+from simsearch.store import faiss_ops, planner
 
 
 def clustered(n: int, dim: int, groups: int = 100, clusters: int = 10_000, rank: int = 24, spread: float = 0.35,
@@ -30,7 +30,8 @@ def clustered(n: int, dim: int, groups: int = 100, clusters: int = 10_000, rank:
     rng = np.random.default_rng(seed)
     tops = rng.standard_normal((groups, dim), dtype=np.float32)
     tops /= np.linalg.norm(tops, axis=1, keepdims=True)
-    centres = tops[rng.integers(0, groups, clusters)] + 0.6 * rng.standard_normal((clusters, dim), dtype=np.float32) / np.sqrt(dim)
+    noise = rng.standard_normal((clusters, dim), dtype=np.float32) / np.sqrt(dim)
+    centres = tops[rng.integers(0, groups, clusters)] + 0.6 * noise
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     which = rng.integers(0, clusters, n)
     order = np.argsort(which, kind="stable")
@@ -69,19 +70,19 @@ def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
     rows.append({"d": dim, "n": n, "index": "flat (exact)", "setting": "-", "recall": 1.0, "qps": flat_qps,
                  "speedup": 1.0, "memory": n * dim * 4, "build": 0.0})
 
-    spec = ann.choose(n, dim, "ivfpq")
+    spec = planner.choose(n, dim, "ivfpq")
     p = spec["params"]
-    train = x[ann.train_sample(n, p)]
-    ix, t_build = timed(lambda: faiss_index.build(x, ids, "ivfpq", p, train=train))
-    knobs, tuned = ann.tune(ix, "ivfpq", p, x, ids)
-    mem = faiss_index.memory_bytes(ix)
+    train = x[planner.train_sample(n, p)]
+    ix, t_build = timed(lambda: faiss_ops.build(x, ids, "ivfpq", p, train=train))
+    knobs, tuned = planner.tune(ix, "ivfpq", p, x, ids)
+    mem = faiss_ops.memory_bytes(ix)
     print(f"# d={dim}: IVF-PQ {p} built in {t_build:.0f} s; tuned {knobs} (calibration recall@10 {tuned})", flush=True)
     settings = [("tuned " + _fmt(knobs), knobs)] + [(_fmt(k), k) for k in (
         {"nprobe": 4, "k_factor": 2}, {"nprobe": 8, "k_factor": 4}, {"nprobe": 16, "k_factor": 4},
         {"nprobe": 16, "k_factor": 8}, {"nprobe": 32, "k_factor": 8}) if k != knobs]
     name = f"IVF{p['nlist']},PQ{p['m']}+SQ8 re-rank"
     for label, k in settings:
-        (_, I), t = timed(lambda: faiss_index.search(ix, "ivfpq", q, 10, k))
+        (_, I), t = timed(lambda: faiss_ops.search(ix, "ivfpq", q, 10, k))
         rows.append({"d": dim, "n": n, "index": name, "setting": label, "recall": recall(I, gt), "qps": nq / t,
                      "speedup": (nq / t) / flat_qps, "memory": mem, "build": t_build})
     # The same trained IVF-PQ without the SQ8 re-ranking stage: the codes alone (m + 8 bytes a vector).
@@ -92,8 +93,8 @@ def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
         (_, L), t = timed(lambda: base.search(q, 10, params=faiss.SearchParametersIVF(nprobe=nprobe)))
         rows.append({"d": dim, "n": n, "index": f"IVF{p['nlist']},PQ{p['m']} (codes only)", "setting": f"nprobe={nprobe}",
                      "recall": recall(id_map[L], gt), "qps": nq / t, "speedup": (nq / t) / flat_qps,
-                     "memory": ann.memory_estimate("ivfpq", {**p, "refine": "none"}, n, dim), "build": t_build})
-    del ix, refine, base, train
+                     "memory": planner.memory_estimate("ivfpq", {**p, "refine": "none"}, n, dim), "build": t_build})
+    ix = refine = base = train = None  # free the IVF-PQ before HNSW
 
     if hnsw_n:
         sub = np.sort(np.random.default_rng(seed).choice(n, min(hnsw_n, n), replace=False))
@@ -102,14 +103,14 @@ def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
         flat_sub_qps = nq / t_fs
         rows.append({"d": dim, "n": len(sub), "index": "flat (exact)", "setting": "-", "recall": 1.0,
                      "qps": flat_sub_qps, "speedup": 1.0, "memory": len(sub) * dim * 4, "build": 0.0})
-        hp = ann.default_params("hnsw", len(sub), dim)
-        hx, t_build = timed(lambda: faiss_index.build(xs, ids[:len(sub)], "hnsw", hp))
-        knobs, tuned = ann.tune(hx, "hnsw", hp, xs, ids[:len(sub)])
-        mem = faiss_index.memory_bytes(hx)
+        hp = planner.default_params("hnsw", len(sub), dim)
+        hx, t_build = timed(lambda: faiss_ops.build(xs, ids[:len(sub)], "hnsw", hp))
+        knobs, tuned = planner.tune(hx, "hnsw", hp, xs, ids[:len(sub)])
+        mem = faiss_ops.memory_bytes(hx)
         print(f"# d={dim}: HNSW {hp} on {len(sub)} rows built in {t_build:.0f} s; tuned {knobs}", flush=True)
         for label, k in [("tuned " + _fmt(knobs), knobs)] + [(_fmt({"efSearch": e}), {"efSearch": e})
                                                             for e in (16, 32, 64, 128) if e != knobs.get("efSearch")]:
-            (_, I), t = timed(lambda: faiss_index.search(hx, "hnsw", q, 10, k))
+            (_, I), t = timed(lambda: faiss_ops.search(hx, "hnsw", q, 10, k))
             rows.append({"d": dim, "n": len(sub), "index": f"HNSW{hp['M']}", "setting": label,
                          "recall": recall(I, gts), "qps": nq / t, "speedup": (nq / t) / flat_sub_qps,
                          "memory": mem, "build": t_build})

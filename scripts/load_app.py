@@ -29,7 +29,7 @@ def main() -> int:
 
     from gradio_client import Client, handle_file
 
-    from simsearch.webapp import build_app, launch
+    from simsearch.app.ui import build_app, launch
 
     name = args.index.resolve().name
     demo = build_app([args.index])

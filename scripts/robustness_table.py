@@ -3,8 +3,8 @@
 Each configuration is an encoder plus options (pooling, loudness, trim, bandwidth, noise_twin, fingerprint) as
 `simsearch index` would record them. For each data set it reports, through the same embedding path as a search query:
 
-* robustness (simsearch.robustness) on a seeded subset: rank-1 recovery and label mAP per perturbation;
-* kNN-1, kNN-10 and linear-probe accuracy on the whole set with simsearch.evaluate's functions:
+* robustness (simsearch.evaluation.robustness) on a seeded subset: rank-1 recovery and label mAP per perturbation;
+* kNN-1, kNN-10 and linear-probe accuracy on the whole set with simsearch.evaluation.compare's functions:
   FSDD with takes 0-4 as the test set (`--test-regex '_[0-4]\\.wav$'`), Sonic Pi leave-one-out for kNN
   and stratified 5-fold for the probe (a probe per held-out clip would take hours here).
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from simsearch.encoders import get_encoder
-from simsearch.evaluate import LabelledSet, Split, evaluate_set, make_splits
-from simsearch.indexer import IndexOptions
-from simsearch.robustness import RobustnessResult, embed_clips, load_clips, markdown_table, pick_items, run_robustness
+from simsearch.evaluation.compare import LabelledSet, Split, evaluate_set, make_splits
+from simsearch.evaluation.robustness import RobustnessResult, embed_clips, load_clips, markdown_table, pick_items, run_robustness
+from simsearch.indexing.options import IndexOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {
@@ -84,7 +84,7 @@ def classify(enc, set_name: str, spec: dict, cache: Path) -> dict:
 
 
 def _knn_only(data: LabelledSet, splits: list[Split], k: int) -> float:
-    from simsearch.classify import knn_scores
+    from simsearch.classify.knn import knn_scores
 
     hits = []
     for sp in splits:

@@ -1,13 +1,20 @@
 """simsearch: audio embedding index and similarity search."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from importlib.metadata import version
+
+__version__ = version("simsearch")
+
+# The public names, imported on first use so `import simsearch` (and the CLI's --help) stays fast.
+_LAZY = {"Index": "simsearch.search.index", "IndexOptions": "simsearch.indexing.options",
+         "run_index": "simsearch.indexing.job"}
 
 
 def __getattr__(name: str):
-    # Lazy so `import simsearch` (and the CLI's --help) stays fast.
-    if name == "Index":
-        from .index import Index
-
-        return Index
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(name)
+
+
+__all__ = ["Index", "IndexOptions", "run_index", "__version__"]

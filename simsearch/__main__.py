@@ -1,6 +1,6 @@
 """`python -m simsearch` is the CLI."""
 import sys
 
-from .cli import main
+from simsearch.cli.core import main
 
 sys.exit(main())

@@ -25,17 +25,3 @@ class IndexFormatError(SimsearchError):
 class IndexLockedError(SimsearchError):
     """Another job holds the index folder's write lock."""
 
-
-def packaged_model_dir(module: str, package: str, needs: str, hint: str, marker: str):
-    """Folder of model files a pip package ships (its get_model_path()); a clear error when absent or incomplete."""
-    import importlib
-    from pathlib import Path
-
-    try:
-        path = Path(importlib.import_module(module).get_model_path())
-    except ImportError:
-        raise ModelNotFoundError(f"{needs} from the '{package}' package, which is not installed; "
-                                 f"install it with: {hint}") from None
-    if not (path / marker).is_file():
-        raise ModelNotFoundError(f"no {marker} in {path} (from '{package}'); reinstall it with: {hint}")
-    return path

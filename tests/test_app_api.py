@@ -14,13 +14,15 @@ gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
 
 from conftest import noise, tone, write  # noqa: E402
-from simsearch.errors import AudioError, SimsearchError  # noqa: E402
-from simsearch.indexer import IndexOptions, run_index  # noqa: E402
-from simsearch.webapp import (IndexPool, Limits, build_app, check_upload, find_index_dirs, find_similar,  # noqa: E402
-                              launch, result_audio, source_roots, spectrogram_image)
-
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+
+from simsearch.app.media import result_audio, spectrogram_image
+from simsearch.app.service import IndexPool, Limits, check_upload, find_index_dirs, find_similar, source_roots
+from simsearch.app.ui import build_app, launch
+from simsearch.errors import AudioError, SimsearchError
+from simsearch.indexing.job import run_index
+from simsearch.indexing.options import IndexOptions
 
 LIMITS = Limits(max_upload_mb=1.0, max_duration_s=20.0)
 KEYS = {"rank", "score", "path", "label", "offset_s"}
@@ -51,8 +53,8 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def indexes(corpus) -> dict[str, Path]:
     """A YAMNet index (text via tags) with a trained probe, and a spectral one (no text space, no probe)."""
-    from simsearch.classify import train_probe
-    from simsearch.index import Index
+    from simsearch.classify.probe import train_probe
+    from simsearch.search.index import Index
 
     base = corpus.parent / "indexes"
     out = {}
@@ -259,7 +261,7 @@ def test_find_index_dirs(indexes, tmp_path):
 
 
 def test_serve_command_is_registered(capsys):
-    from simsearch.cli import main
+    from simsearch.cli.core import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])

@@ -9,11 +9,13 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found; install Debian's chromium (apt-get install chromium)", allow_module_level=True)
+from conftest import noise, tone, write  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402  (in the `test` extra; drives /usr/bin/chromium)
 
-from conftest import noise, tone, write  # noqa: E402
-from simsearch.indexer import IndexOptions, run_index  # noqa: E402
-from simsearch.webapp import Limits, build_app, launch  # noqa: E402
+from simsearch.app.service import Limits
+from simsearch.app.ui import build_app, launch
+from simsearch.indexing.job import run_index
+from simsearch.indexing.options import IndexOptions
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]

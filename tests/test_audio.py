@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone, write
-from simsearch.audio import decode, file_sha256, iter_windows, split_windows, window_starts
+
+from simsearch.audio.decode import decode, iter_windows
+from simsearch.audio.windows import split_windows, window_starts
 from simsearch.errors import AudioError
+from simsearch.files import file_sha256
 
 
 def peak_hz(x: np.ndarray, sr: int) -> float:

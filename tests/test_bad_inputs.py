@@ -11,10 +11,10 @@ import wave
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tone, write
-from simsearch.cli import main
-from simsearch.store import IndexDir
+
+from simsearch.cli.core import main
+from simsearch.store.folder import IndexDir
 
 GOOD = {"pcm8.wav", "six_channels.wav", "hi_rate_384k.wav", "normal.flac", "float_ok.wav"}
 BAD = {"zero.wav": "empty", "trunc_header.wav": "not a readable audio file", "random.wav": "not a readable",
@@ -112,7 +112,7 @@ def test_one_hour_file_streams_in_bounded_memory(tmp_path):
             w.writeframes(block)
     code = (
         "import resource, sys\n"
-        "from simsearch.reader import stream_chunks\n"
+        "from simsearch.indexing.reader import stream_chunks\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "n = last = 0\n"
         "for c in stream_chunks([sys.argv[1]], 16000, 10.0, 10.0, num_workers=0):\n"

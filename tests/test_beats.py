@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import noise, tone
 
 from simsearch.encoders import get_encoder
 from simsearch.errors import ModelNotFoundError
-
-from conftest import noise, tone
 
 # Same switches as the official iter3 / iter3+AS2M cfg (deep norm, gated relative position bias, 16x16 patches,
 # embed_dim != encoder_embed_dim so post_extract_proj exists), shrunk so the tests run in seconds.

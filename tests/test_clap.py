@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models as tm  # noqa: E402
 
-from simsearch.encoders import get_encoder  # noqa: E402
-from simsearch.errors import ModelNotFoundError  # noqa: E402
+from simsearch.encoders import get_encoder
+from simsearch.errors import ModelNotFoundError
 
 SR = 48000
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, noise, tone, write
-from simsearch.classify import KNN_TEMPERATURE, classify, knn_scores
-from simsearch.cli import main
+
+from simsearch.classify.knn import KNN_TEMPERATURE, knn_scores
+from simsearch.classify.label import classify
+from simsearch.classify.probe import C_GRID, PROBE_META, PROBE_WEIGHTS, fit_probe, load_probe
+from simsearch.cli.core import main
 from simsearch.errors import SimsearchError
-from simsearch.index import Index
-from simsearch.indexer import IndexOptions, run_index
-from simsearch.probe import C_GRID, PROBE_META, PROBE_WEIGHTS, fit_probe, load_probe
+from simsearch.indexing.job import run_index
+from simsearch.indexing.options import IndexOptions
+from simsearch.search.index import Index
 
 CLASSES = ("low", "high", "noise")
 

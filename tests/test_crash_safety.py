@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import noise, tone, write
-from simsearch.cli import main
-from simsearch.index import Index
-from simsearch.store import IndexDir
+
+from simsearch.cli.core import main
+from simsearch.search.index import Index
+from simsearch.store.folder import IndexDir
 
 N_FILES = 48
 

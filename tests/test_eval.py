@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import noise, tone, write
-from simsearch.cli import main
+
+from simsearch.cli.core import main
 from simsearch.errors import SimsearchError
-from simsearch.evaluate import Split, evaluate_set, labelled_set, make_splits, retrieval_metrics
-from simsearch.report import decision_note, rank, write_report
+from simsearch.evaluation.compare import Split, evaluate_set, labelled_set, make_splits, retrieval_metrics
+from simsearch.evaluation.report import decision_note, rank, write_report
 
 FSDD_NAMES = [f"{d}_{s}_{t}.wav" for d in range(3) for s in ("ann", "bob") for t in range(10)]
 

@@ -5,13 +5,14 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import write
-from simsearch import fingerprint as fp
-from simsearch.index import Index
-from simsearch.indexer import IndexOptions, run_index
-from simsearch.perturb import add_noise, crop, delay, lowpass_resample, mp3_roundtrip
-from simsearch.store import IndexDir
+
+from simsearch.audio import fingerprint as fp
+from simsearch.audio.perturb import add_noise, crop, delay, lowpass_resample, mp3_roundtrip
+from simsearch.indexing.job import run_index
+from simsearch.indexing.options import IndexOptions
+from simsearch.search.index import Index
+from simsearch.store.folder import IndexDir
 
 SR = 16000
 
@@ -61,7 +62,7 @@ def test_changed_copy_matches_its_own_recording_only(melodies, table, change):
 
 def test_landmarks_do_not_depend_on_the_sample_rate_given(melodies):
     """An 8 kHz file and its 16 kHz decode give the same landmarks (they are made at fingerprint.RATE)."""
-    from simsearch.audio import resample
+    from simsearch.audio.resample import resample
 
     x = melodies[0]
     h16, t16 = fp.landmarks(x, SR)
@@ -181,7 +182,7 @@ def test_too_many_landmarks_for_memory_fall_back_to_cosine(melodies, tmp_path, c
 
 
 def test_exclude_same_leaves_out_the_query_recording_only(melodies, tmp_path, capsys):
-    from simsearch.cli import main
+    from simsearch.cli.core import main
     from simsearch.errors import SimsearchError
 
     src = tmp_path / "src"

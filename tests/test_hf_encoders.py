@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models as tm  # noqa: E402
 
-from simsearch.encoders import get_encoder  # noqa: E402
-from simsearch.errors import ModelNotFoundError, SimsearchError  # noqa: E402
+from simsearch.encoders import get_encoder
+from simsearch.errors import ModelNotFoundError, SimsearchError
 
 ARCHS = list(tm.HF_ARCHS)
 SSL = ["wav2vec2", "hubert", "wavlm", "data2vec-audio"]

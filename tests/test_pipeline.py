@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import tone
-from simsearch.autobatch import CPU_BATCH, find_batch_size
+
 from simsearch.encoders import get_encoder
-from simsearch.indexer import BUCKET_BATCHES, ShardWriter, _embed_pending
-from simsearch.sources import Item
-from simsearch.store import IndexDir
+from simsearch.indexing.autobatch import CPU_BATCH, find_batch_size
+from simsearch.indexing.local import BUCKET_BATCHES, _embed_pending
+from simsearch.indexing.sources import Item
+from simsearch.indexing.writer import ShardWriter
+from simsearch.store.folder import IndexDir
 
 
 class RecordingEncoder:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import noise, tone, write
-from simsearch.index import Index
-from simsearch.indexer import IndexOptions, run_index
-from simsearch.store import IndexDir
+
+from simsearch.indexing.job import run_index
+from simsearch.indexing.options import IndexOptions
+from simsearch.search.index import Index
+from simsearch.store.folder import IndexDir
 
 pytest.importorskip("ray.data", reason='needs Ray: pip install "simsearch[ray]"')
 

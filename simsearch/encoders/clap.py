@@ -34,10 +34,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelNotFoundError, SimsearchError
-from .base import Encoder, FrameOutput
-from .hf import (PREPROCESSOR_FILES, autocast_context, default_checkpoint, load_config, load_model, looks_like_path,
-                 not_found, resolve_checkpoint, to_numpy)
+from simsearch.encoders.base import Encoder, FrameOutput
+from simsearch.encoders.hub import (
+    PREPROCESSOR_FILES,
+    autocast_context,
+    default_checkpoint,
+    load_config,
+    load_model,
+    looks_like_path,
+    not_found,
+    resolve_checkpoint,
+    to_numpy,
+)
+from simsearch.errors import ModelNotFoundError, SimsearchError
 
 
 class ClapEncoder(Encoder):

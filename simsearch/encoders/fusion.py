@@ -10,12 +10,14 @@ prefixed with the later part's name).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from ..audio import resample
-from ..errors import SimsearchError
-from ..faiss_index import normalize
-from .base import BASE_OPTIONS, Encoder, FrameOutput
+from simsearch.audio.resample import resample
+from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput
+from simsearch.errors import SimsearchError
+from simsearch.vectors import normalize
 
 
 class FusionEncoder(Encoder):
@@ -39,10 +41,9 @@ class FusionEncoder(Encoder):
         self._text_part = text[0] if text else None
 
     @classmethod
-    def build(cls, name: str, checkpoint: str | None = None, device: str = "auto", **options) -> "FusionEncoder":
-        """Parts from a '+'-joined name, each built by get_encoder with the same options."""
-        from . import get_encoder
-
+    def build(cls, name: str, make_part: Callable[..., Encoder], checkpoint: str | None = None, device: str = "auto",
+              **options) -> "FusionEncoder":
+        """Parts from a '+'-joined name, each built by make_part (the registry's get_encoder) with the same options."""
         parsed = [parse_part(n, name) for n in name.split("+")]
         names = [n for n, _ in parsed]
         if any(not n for n in names) or len(set(names)) != len(names):
@@ -50,7 +51,7 @@ class FusionEncoder(Encoder):
         if checkpoint:
             raise SimsearchError("--checkpoint applies to one encoder; a fused encoder uses each part's default")
         canonical = "+".join(n if w == 1.0 else f"{n}*{w:g}" for n, w in parsed)
-        return cls(canonical, [get_encoder(n, None, device, **options) for n in names], [w for _, w in parsed])
+        return cls(canonical, [make_part(n, None, device, **options) for n in names], [w for _, w in parsed])
 
     @property
     def dim(self) -> int:

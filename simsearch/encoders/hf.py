@@ -56,35 +56,36 @@ Loading (shared with clap.py): never a silent fallback
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import socket
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
-from ..errors import ModelNotFoundError, SimsearchError
-from .base import Encoder, FrameOutput
+from simsearch.encoders.base import Encoder, FrameOutput
+from simsearch.encoders.hub import (
+    autocast_context,
+    default_checkpoint,
+    load_config,
+    load_feature_extractor,
+    load_model,
+    resolve_checkpoint,
+    to_numpy,
+)
+from simsearch.errors import SimsearchError
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-# Parameters a checkpoint may legitimately lack (only used in training), never worth an error.
-HARMLESS_MISSING = ("masked_spec_embed",)
 # Layer-norm front ends of these types give a padded, masked clip exactly the frames it has alone.
 MASK_EXACT_TYPES = ("wav2vec2", "hubert", "wavlm")
+
 MIN_SAMPLES = 400  # 25 ms at 16 kHz: the first conv kernel / one fbank window
+
 
 
 @dataclass(frozen=True)
 class Arch:
     model_types: tuple[str, ...]  # config.model_type values this registry name accepts
     kind: str  # "ssl" (wav2vec2-like), "whisper" or "ast"
+
 
 
 ARCHS: dict[str, Arch] = {
@@ -96,201 +97,7 @@ ARCHS: dict[str, Arch] = {
     "whisper": Arch(("whisper",), "whisper"),
 }
 
-# model_type -> transformers class holding the bare encoder (Whisper: the encoder-decoder, we keep .encoder)
-MODEL_CLASSES = {
-    "wav2vec2": "Wav2Vec2Model",
-    "wav2vec2-conformer": "Wav2Vec2ConformerModel",
-    "hubert": "HubertModel",
-    "wavlm": "WavLMModel",
-    "data2vec-audio": "Data2VecAudioModel",
-    "audio-spectrogram-transformer": "ASTModel",
-    "whisper": "WhisperModel",
-    "clap": "ClapModel",
-}
 
-
-# ----------------------------------------------------------------------------------- loading helpers
-
-def download_hint(checkpoint: str) -> str:
-    return (f"no network access to the hub: download it elsewhere with `huggingface-cli download {checkpoint} "
-            f"--local-dir DIR` and pass `--checkpoint DIR`")
-
-
-def looks_like_path(checkpoint: str) -> bool:
-    """A hub id is `name` or `org/name`; anything that exists or is spelled like a path is a local folder."""
-    if os.path.exists(os.path.expanduser(checkpoint)):
-        return True
-    if checkpoint.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in checkpoint:
-        return True
-    return checkpoint.count("/") > 1 or (len(checkpoint) > 1 and checkpoint[1] == ":")
-
-
-def _env_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "on", "yes", "true")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-@lru_cache(maxsize=4)
-def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
-    """One quick TCP connection to the hub, so a machine without network fails in seconds, not after retries."""
-    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def resolve_checkpoint(name: str, checkpoint: str) -> tuple[str, bool]:
-    """(what to pass to from_pretrained, local_files_only); raises ModelNotFoundError for unusable folders."""
-    if looks_like_path(checkpoint):
-        path = Path(os.path.expanduser(checkpoint))
-        if not path.exists():
-            raise ModelNotFoundError(f"{name}: checkpoint folder {path} does not exist; pass a folder written by "
-                                     f"`save_pretrained` (config.json + model weights) or a hub id")
-        if not path.is_dir():
-            raise ModelNotFoundError(f"{name}: checkpoint {path} is a file; {name} expects a folder written by "
-                                     f"`save_pretrained` (config.json + model weights + preprocessor config)")
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"{name}: no config.json in {path}; it is not a transformers checkpoint folder")
-        if not any((path / f).is_file() for f in WEIGHT_FILES):
-            raise ModelNotFoundError(
-                f"{name}: {path} has a config.json but no model weights (looked for {', '.join(WEIGHT_FILES)}); "
-                f"refusing to run with randomly initialised weights. Download the full checkpoint, e.g. "
-                f"`huggingface-cli download ID --local-dir {path}`")
-        return str(path), True
-    if _env_offline() or not hub_reachable():
-        return checkpoint, True  # use the local hub cache if it holds the model; else fail fast below
-    return checkpoint, False
-
-
-def not_found(name: str, checkpoint: str, local_only: bool, err: Exception, what: str) -> ModelNotFoundError:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if looks_like_path(checkpoint):
-        return ModelNotFoundError(f"{name}: could not load the {what} from {checkpoint}: {reason}; pass "
-                                  f"`--checkpoint DIR` with a complete folder (`huggingface-cli download ID "
-                                  f"--local-dir DIR`, or `save_pretrained` of model + feature extractor)")
-    if local_only:
-        return ModelNotFoundError(f"{name}: checkpoint {checkpoint!r} is neither a local folder nor in the local hub "
-                                  f"cache, and the hub cannot be reached; {download_hint(checkpoint)}")
-    return ModelNotFoundError(f"{name}: could not load the {what} for {checkpoint!r} from the hub ({reason}); "
-                              f"{download_hint(checkpoint)}")
-
-
-def load_config(name: str, checkpoint: str, local_only: bool, expected: tuple[str, ...]):
-    """AutoConfig, checked against the architectures this encoder name accepts."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(checkpoint, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as e:
-        raise not_found(name, checkpoint, local_only, e, "config") from e
-    found = getattr(config, "model_type", None)
-    if found not in expected:
-        archs = ", ".join(getattr(config, "architectures", None) or []) or "unknown class"
-        raise ModelNotFoundError(
-            f"{name}: checkpoint {checkpoint} holds a {found!r} model ({archs}), but the {name!r} encoder expects "
-            f"model_type {' or '.join(repr(t) for t in expected)}; pick the encoder that matches the checkpoint")
-    return config
-
-
-def load_model(name: str, checkpoint: str, local_only: bool, config, attn: str = "sdpa"):
-    """The bare model class for config.model_type, float32, eval mode; sdpa attention where the arch has it.
-
-    Errors (missing/unreadable weights, weights of another architecture) become ModelNotFoundError: any
-    parameter the weights file lacks would otherwise be silently initialised at random.
-    """
-    import torch
-    import transformers
-
-    cls = getattr(transformers, MODEL_CLASSES[config.model_type])
-    kwargs = dict(config=config, local_files_only=local_only, dtype=torch.float32, output_loading_info=True)
-    try:
-        with quiet_loading():
-            try:
-                model, info = cls.from_pretrained(checkpoint, attn_implementation=attn, **kwargs)
-            except ValueError as e:
-                if attn == "eager" or ("scaled_dot_product_attention" not in str(e) and "sdpa" not in str(e)):
-                    raise
-                model, info = cls.from_pretrained(checkpoint, attn_implementation="eager", **kwargs)
-    except _weight_errors() as e:
-        raise not_found(name, checkpoint, local_only, e, "model weights") from e
-    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(HARMLESS_MISSING))
-    if missing:
-        n = sum(1 for _ in model.state_dict())
-        raise ModelNotFoundError(
-            f"{name}: the weights in {checkpoint} do not fit the {config.model_type} model: {len(missing)} of {n} "
-            f"parameters are missing (e.g. {', '.join(missing[:3])}); refusing to run them randomly initialised")
-    return model.eval()
-
-
-def _weight_errors() -> tuple[type[BaseException], ...]:
-    """What from_pretrained raises for absent, truncated or corrupt weight files."""
-    import pickle
-
-    errors: list[type[BaseException]] = [OSError, ValueError, EOFError, pickle.UnpicklingError]
-    try:
-        from safetensors import SafetensorError
-
-        errors.append(SafetensorError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """No per-tensor "Loading weights" progress bar from transformers while we load (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def load_feature_extractor(name: str, checkpoint: str, local_only: bool):
-    from transformers import AutoFeatureExtractor
-
-    if looks_like_path(checkpoint) and not any((Path(checkpoint) / f).is_file() for f in PREPROCESSOR_FILES):
-        raise ModelNotFoundError(f"{name}: no preprocessor_config.json in {checkpoint}; save the feature extractor "
-                                 f"with the model (`feature_extractor.save_pretrained(DIR)`) or download the full repo")
-    try:
-        return AutoFeatureExtractor.from_pretrained(checkpoint, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as e:
-        raise not_found(name, checkpoint, local_only, e, "feature extractor") from e
-
-
-def default_checkpoint(name: str) -> str:
-    from . import SPECS
-
-    spec = SPECS.get(name)
-    if spec is None or not spec.default_checkpoint:
-        raise SimsearchError(f"encoder {name!r} needs --checkpoint")
-    return spec.default_checkpoint
-
-
-def autocast_context(device):
-    """bfloat16 autocast on CUDA, nothing elsewhere."""
-    import contextlib
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_numpy(t) -> np.ndarray:
-    return t.detach().float().cpu().numpy().astype(np.float32, copy=False)
-
-
-# ------------------------------------------------------------------------------------------ encoder
 
 class HFAudioEncoder(Encoder):
     """Masked frames of one hidden layer of a transformers audio encoder; see the module docstring."""
@@ -422,6 +229,7 @@ class HFAudioEncoder(Encoder):
         return FrameOutput(np.ascontiguousarray(frames), np.ones(frames.shape[:2], dtype=bool))
 
 
+
 def _stack(seqs: list[np.ndarray], dim: int) -> FrameOutput:
     t = max(max(len(s) for s in seqs), 1)
     frames = np.zeros((len(seqs), t, dim), dtype=np.float32)
@@ -429,3 +237,4 @@ def _stack(seqs: list[np.ndarray], dim: int) -> FrameOutput:
     for i, s in enumerate(seqs):
         frames[i, : len(s)], mask[i, : len(s)] = s, True
     return FrameOutput(frames, mask)
+

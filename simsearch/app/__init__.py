@@ -1,0 +1,1 @@
+"""The Gradio app: index pool and request checks (service), result audio (media), and the layout (ui)."""

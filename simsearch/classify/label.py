@@ -1,0 +1,48 @@
+"""Label a clip from an index: kNN votes over labelled rows, a trained linear probe, or zero-shot from text.
+
+kNN weighting: the k nearest labelled rows by cosine similarity s_i each vote with weight
+exp(s_i / T), T = 0.07 (the temperature-weighted kNN of Wu et al. 2018 / DINO); a label's score is
+the sum of its voters' weights divided by the sum over all k, so the scores add up to 1 and a close
+neighbour counts for much more than a far one. Rows without a label never vote. A row whose label
+holds ";" ("dog;bark") votes for each part.
+
+Zero-shot: with a CLAP index, labels become prompts "This is a sound of {}." embedded by the
+text tower and scored as softmax(100 * cosine) like CLIP/CLAP. With a YAMNet index, each label is
+mapped onto the 521 AudioSet classes with simsearch.encoders.tag_text.tag_query_weights (the label text itself,
+no template: class names are short nouns) and scored as those weights · the clip's own tag scores,
+i.e. the weighted mean probability that the clip holds the label's AudioSet classes (scores are
+independent probabilities, not a distribution over the labels).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from simsearch.classify.knn import KNN_K, _ranked, classify_knn
+from simsearch.classify.probe import classify_probe
+from simsearch.classify.zeroshot import zero_shot_scores
+from simsearch.errors import SimsearchError
+
+if TYPE_CHECKING:
+    from simsearch.search.index import Index
+
+
+METHODS = ("knn", "probe", "zeroshot")
+
+
+def classify(index: "Index", audio: Any, method: str = "knn", k: int = KNN_K,
+             labels: Sequence[str] | None = None, top: int | None = None) -> list[dict]:
+    """[{"label", "score"}, ...] best first, like the transformers audio-classification pipeline."""
+    if method not in METHODS:
+        raise SimsearchError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if labels and method != "zeroshot":
+        raise SimsearchError("--labels is for --method zeroshot; knn and probe use the index's own labels")
+    vector, extras = index.embed_clip(audio)
+    if method == "knn":
+        out = classify_knn(index, vector, k)
+    elif method == "probe":
+        out = classify_probe(index, vector)
+    else:
+        labels = [v.strip() for v in labels or [] if v.strip()]
+        out = _ranked(labels, zero_shot_scores(index, vector, extras, labels))
+    return out[: top or None]
+

@@ -1,0 +1,47 @@
+"""Command-line flags shared by `index` and `robustness`: the conditioning every encoder takes."""
+from __future__ import annotations
+
+import argparse
+
+CONDITIONING_FLAGS = {  # dest -> (flag, help)
+    "loudness": ("--loudness", "scale each clip to this gated level in dBFS before the encoder"),
+    "trim": ("--trim", "cut lead-in and tail more than this many dB under the clip's level"),
+    "bandwidth": ("--bandwidth", "low-pass every clip to this many Hz"),
+    "noise_twin": ("--noise-twin", "embed a pink-noise copy at this SNR in dB beside each clip (more robust to "
+                                   "noise, twice the work)"),
+}
+
+
+def parse_db(value: str) -> float | str:
+    """'-20' -> -20.0; 'off' / 'none' -> 'off'."""
+    if value.strip().lower() in ("off", "none"):
+        return "off"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as -40, or 'off'; got {value!r}") from None
+
+
+def add_conditioning_flags(parser: argparse.ArgumentParser) -> None:
+    """--loudness / --trim / --bandwidth / --noise-twin, each a number or 'off', defaults from simsearch.audio.condition."""
+    from simsearch.audio.condition import CONDITIONING
+
+    for dest, (flag, text) in CONDITIONING_FLAGS.items():
+        default = CONDITIONING[dest]
+        parser.add_argument(flag, dest=dest, type=parse_db,
+                            help=f"{text}, or 'off' (default {'off' if default is None else f'{default:g}'}; "
+                                 "on resume: the index's)")
+
+
+def add_fingerprint_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-fingerprint: no landmark fingerprints (smaller index; noisy or cut copies of a clip then rank lower)."""
+    parser.add_argument("--no-fingerprint", dest="fingerprint", action="store_const", const=False, default=None,
+                        help="keep no landmark fingerprints: a smaller index, but a noisy, cut or re-encoded copy "
+                             "of an indexed clip no longer reliably finds that clip first (default: keep them; on "
+                             "resume: the index's choice)")
+
+
+def conditioning(args: argparse.Namespace) -> dict:
+    """The parsed conditioning flags as IndexOptions keywords."""
+    return {dest: getattr(args, dest) for dest in CONDITIONING_FLAGS}
+

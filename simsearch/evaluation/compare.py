@@ -1,0 +1,251 @@
+"""Evaluation harness: embed a labelled collection with several encoders, then k-fold kNN / probe / retrieval.
+
+Everything is per file: a file's windows are averaged (normalised mean, as a query is), so one
+file never sits on both sides of a split. Classes with a single file are left out (they can be
+neither trained on and tested nor retrieved); classes with fewer files than folds keep one file
+per fold for as many folds as they have files (stratified k-fold), so each file is still tested
+with the class's other files in training.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from simsearch.classify.knn import KNN_K, file_vectors, knn_scores
+from simsearch.classify.probe import fit_probe
+from simsearch.errors import SimsearchError
+
+log = logging.getLogger(__name__)
+RETRIEVAL_AT = 10
+
+
+@dataclass
+class LabelledSet:
+    """One encoder's file-level view of a collection: paths, vectors [F, D], labels."""
+
+    paths: np.ndarray
+    x: np.ndarray
+    labels: np.ndarray
+    unlabelled: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # classes left out -> their file count
+
+    def class_counts(self) -> dict[str, int]:
+        names, counts = np.unique(self.labels, return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+@dataclass
+class Split:
+    """Train and test file indices for one fold."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class EncoderResult:
+    """Out-of-fold predictions and the metrics computed from them for one encoder."""
+
+    name: str
+    classes: list[str]
+    y_true: np.ndarray
+    knn_pred: np.ndarray
+    probe_pred: np.ndarray
+    metrics: dict
+
+
+def labelled_set(paths: Sequence[str], embeddings: np.ndarray, label_of: Callable[[str], str | None]) -> LabelledSet:
+    """File-level vectors with labels; unlabelled files and classes with one file are set aside."""
+    fpaths, x = file_vectors(paths, embeddings)
+    labels = np.array([label_of(p) for p in fpaths], dtype=object)
+    has = np.array([v is not None and str(v) != "" for v in labels], dtype=bool)
+    fpaths, x, labels = fpaths[has], x[has], labels[has].astype(str).astype(object)
+    names, counts = np.unique(labels, return_counts=True)
+    single = {str(n): int(c) for n, c in zip(names, counts) if c < 2}
+    keep = ~np.isin(labels, list(single))
+    if keep.sum() == 0 or len(set(labels[keep])) < 2:
+        raise SimsearchError(f"evaluation needs at least 2 classes with 2 or more labelled files each; found "
+                             f"{len(set(labels[keep]))} (of {int(has.sum())} labelled files); check --label-regex")
+    return LabelledSet(fpaths[keep], x[keep], labels[keep], int((~has).sum()), single)
+
+
+def _natural_key(v: str):
+    return (0, int(v), v) if v.isdigit() else (1, 0, v)
+
+
+def make_splits(paths: Sequence[str], labels: Sequence[str], folds: int = 5, fold_regex: str | None = None,
+                test_regex: str | None = None, seed: int = 0) -> tuple[list[Split], str]:
+    """Folds from a regex over file names, a fixed test regex, or stratified k-fold; plus a description."""
+    names = [Path(p).name for p in paths]
+    n = len(names)
+    if fold_regex and test_regex:
+        raise SimsearchError("give --fold-regex or --test-regex, not both")
+    if test_regex:
+        pat = _compile(test_regex, "--test-regex")
+        test = np.array([bool(pat.search(s)) for s in names])
+        if test.all() or not test.any():
+            raise SimsearchError(f"--test-regex {test_regex!r} matches {int(test.sum())} of {n} files; "
+                                 "it must pick some files for testing and leave some for training")
+        return ([Split(np.flatnonzero(~test), np.flatnonzero(test))],
+                f"fixed split: {int(test.sum())} test files match {test_regex!r}, {int((~test).sum())} train")
+    if fold_regex:
+        pat = _compile(fold_regex, "--fold-regex")
+        keys = []
+        for s in names:
+            m = pat.search(s)
+            if not m:
+                raise SimsearchError(f"{s} does not match --fold-regex {fold_regex!r}; every file needs a fold key")
+            keys.append(m.group(1) if m.groups() else m.group(0))
+        uniq = sorted(set(keys), key=_natural_key)
+        if len(uniq) < 2:
+            raise SimsearchError(f"--fold-regex {fold_regex!r} gives one fold key ({uniq[0]}); need 2 or more")
+        k = min(folds, len(uniq))
+        fold_of = {key: i % k for i, key in enumerate(uniq)}
+        fid = np.array([fold_of[s] for s in keys])
+        splits = [Split(np.flatnonzero(fid != f), np.flatnonzero(fid == f)) for f in range(k)]
+        how = "one fold per key" if k == len(uniq) else f"key number mod {k}"
+        return splits, f"{k} folds from {fold_regex!r} over file names ({len(uniq)} keys, {how})"
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    k = max(2, min(int(folds), int(counts.max())))
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members than n_splits"
+        splits = [Split(tr, te) for tr, te in skf.split(np.zeros(n), labels)]
+    small = int((counts < k).sum())
+    note = f"; {small} classes have fewer files than folds (one file per fold while they last)" if small else ""
+    return splits, f"stratified {k}-fold, seed {seed}{note}"
+
+
+def _compile(pattern: str, flag: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise SimsearchError(f"{flag} {pattern!r} is not a valid regular expression ({e})") from None
+
+
+def retrieval_metrics(x: np.ndarray, labels: Sequence[str], at: int = RETRIEVAL_AT) -> tuple[float, float]:
+    """Leave-one-out retrieval over all files: (mean average precision, precision@at); relevant = same label."""
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(labels)
+    sims = x @ x.T
+    n = len(x)
+    aps, precs = [], []
+    others = ~np.eye(n, dtype=bool)
+    at = min(at, n - 1)
+    for i in range(n):
+        rel = labels[others[i]] == labels[i]
+        s = sims[i, others[i]]
+        aps.append(average_precision_score(rel, s))
+        top = np.argpartition(-s, at - 1)[:at]
+        precs.append(rel[top].mean())
+    return float(np.mean(aps)), float(np.mean(precs))
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Recall of each class (the share of its test files labelled correctly)."""
+    return {c: float((y_pred[y_true == c] == c).mean()) for c in classes if (y_true == c).any()}
+
+
+def confused_pairs(y_true: np.ndarray, y_pred: np.ndarray, top: int = 5) -> list[tuple[str, str, int]]:
+    """The most frequent (true, predicted) mistakes, most first."""
+    wrong = y_true != y_pred
+    if not wrong.any():
+        return []
+    pairs, counts = np.unique(np.stack([y_true[wrong], y_pred[wrong]], axis=1).astype(str), axis=0,
+                              return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    return [(str(pairs[i][0]), str(pairs[i][1]), int(counts[i])) for i in order]
+
+
+def evaluate_set(name: str, data: LabelledSet, splits: list[Split], k: int = KNN_K, seed: int = 0,
+                 probe_folds: int = 3) -> EncoderResult:
+    """kNN and probe accuracy / macro-F1 over the splits' test files, plus leave-one-out retrieval."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    classes = sorted(set(data.labels))
+    y_true, knn_pred, probe_pred, cs = [], [], [], []
+    for sp in splits:
+        xtr, ytr, xte = data.x[sp.train], data.labels[sp.train], data.x[sp.test]
+        kc, ks = knn_scores(xte, xtr, [[v] for v in ytr], k)
+        knn_pred.append(np.asarray(kc, dtype=object)[ks.argmax(axis=1)])
+        probe = fit_probe(xtr, ytr, folds=probe_folds, seed=seed)
+        probe_pred.append(probe.predict(xte))
+        cs.append(probe.meta["C"])
+        y_true.append(data.labels[sp.test])
+    y_true, knn_pred, probe_pred = (np.concatenate(v).astype(object) for v in (y_true, knn_pred, probe_pred))
+    mean_ap, p_at = retrieval_metrics(data.x, data.labels)
+    metrics = {
+        "knn_accuracy": float(accuracy_score(y_true, knn_pred)),
+        "probe_accuracy": float(accuracy_score(y_true, probe_pred)),
+        "macro_f1": float(f1_score(y_true, probe_pred, average="macro", labels=classes, zero_division=0)),
+        "knn_macro_f1": float(f1_score(y_true, knn_pred, average="macro", labels=classes, zero_division=0)),
+        "map": mean_ap,
+        "p_at_10": p_at,
+        "n_files": int(len(data.labels)),
+        "n_test": int(len(y_true)),
+        "n_classes": len(classes),
+        "dim": int(data.x.shape[1]),
+        "k": int(k),
+        "probe_C": cs,
+        "per_class_probe": per_class_accuracy(y_true, probe_pred, classes),
+        "per_class_knn": per_class_accuracy(y_true, knn_pred, classes),
+        "confused_probe": confused_pairs(y_true, probe_pred),
+        "confused_knn": confused_pairs(y_true, knn_pred),
+    }
+    return EncoderResult(name, classes, y_true, knn_pred, probe_pred, metrics)
+
+
+def embed_with(src: str | Path, encoder: str, cache: Path, label_regex: str | None = None,
+               window_s: float | None = None, hop_s: float | None = None, device: str = "auto",
+               batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(row paths, row embeddings) of src under one encoder, via the resumable indexer into `cache`."""
+    from simsearch.indexing.job import run_index
+    from simsearch.indexing.options import IndexOptions
+    from simsearch.search.index import Index
+
+    opts = IndexOptions(encoder=encoder, label_regex=label_regex, window_s=window_s, hop_s=hop_s, device=device,
+                        batch_size=batch_size, progress=progress)
+    summary = run_index(src, cache, opts)
+    log.info("%s: %s", encoder, summary.line())
+    index = Index.open(cache, device=device)
+    return index.rows["path"].to_numpy(), index.embeddings()
+
+
+def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, label_regex: str | None = None,
+             folds: int = 5, fold_regex: str | None = None, test_regex: str | None = None, k: int = KNN_K,
+             window_s: float | None = None, hop_s: float | None = None, device: str = "auto", seed: int = 0,
+             batch_size: int = 32, progress: bool = True) -> tuple[dict[str, EncoderResult], dict]:
+    """Embed src with each encoder (cached under out/cache/ENCODER) and evaluate; returns (results, run info)."""
+    from simsearch.indexing.sources import collect
+
+    encoders = [e.strip() for e in encoders if e.strip()]
+    if not encoders:
+        raise SimsearchError("name at least one encoder: --encoders spectral,yamnet")
+    items, _ = collect(src, label_regex)
+    label_by_path = {it.path: it.label for it in items}
+    out = Path(out)
+    results: dict[str, EncoderResult] = {}
+    info: dict = {"src": str(Path(src).absolute()), "label_regex": label_regex, "k": k, "seed": seed}
+    for name in encoders:
+        paths, emb = embed_with(src, name, out / "cache" / name, label_regex, window_s, hop_s, device, batch_size,
+                                progress)
+        data = labelled_set(paths, emb, label_by_path.get)
+        splits, how = make_splits(data.paths, data.labels, folds, fold_regex, test_regex, seed)
+        info.setdefault("splits", how)
+        info.setdefault("classes", data.class_counts())
+        info.setdefault("dropped_classes", data.dropped)
+        info.setdefault("unlabelled_files", data.unlabelled)
+        log.info("%s: %d files, %s", name, len(data.labels), how)
+        results[name] = evaluate_set(name, data, splits, k, seed)
+    return results, info
+

@@ -1,0 +1,241 @@
+"""Write an evaluation as report.md (tables + a decision note drawn from the numbers), report.json and PNGs."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from simsearch.evaluation.compare import EncoderResult
+from simsearch.files import atomic_write_text
+
+BASELINE = "spectral"
+SUMMARY_KEYS = ("knn_accuracy", "probe_accuracy", "macro_f1", "map", "p_at_10")
+ENOUGH = 0.98  # best accuracy at or above this: frozen features are enough, fine-tuning has little to win
+CLOSE = 0.90  # below this: frozen features are not enough
+SMALL_CLASS = 30  # median files per class below this: too few clips to fine-tune on
+
+
+def rank(results: dict[str, EncoderResult]) -> list[str]:
+    """Encoders best first: probe accuracy, then kNN accuracy, then retrieval mAP."""
+    return sorted(results, key=lambda n: tuple(-results[n].metrics[k] for k in ("probe_accuracy", "knn_accuracy",
+                                                                                 "map")))
+
+
+def _best_acc(m: dict) -> float:
+    return max(m["probe_accuracy"], m["knn_accuracy"])
+
+
+def _stderr(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -> list[str]:
+    """Sentences drawn from the numbers: ranking, baseline, whether frozen features suffice, errors, fine-tuning."""
+    order = rank(results)
+    best = order[0]
+    bm = results[best].metrics
+    n = bm["n_test"]
+    notes = ["Ranking (probe accuracy, then kNN accuracy, then mAP): " + ", ".join(
+        f"{i}. {name} ({results[name].metrics['probe_accuracy']:.3f})" for i, name in enumerate(order, 1)) + "."]
+    se = _stderr(bm["probe_accuracy"], n)
+    if len(order) > 1:
+        second = results[order[1]].metrics["probe_accuracy"]
+        gap = bm["probe_accuracy"] - second
+        if gap < 2 * se:
+            notes.append(f"{best} and {order[1]} are within noise of each other (gap {_pct(gap)}, about "
+                         f"{gap / se:.1f} standard errors over {n} test files).")
+    by_knn = max(order, key=lambda e: (results[e].metrics["knn_accuracy"], results[e].metrics["map"]))
+    if by_knn != best:
+        km = results[by_knn].metrics
+        notes.append(f"For search rather than labelling, {by_knn} is the better space: kNN {km['knn_accuracy']:.3f} vs "
+                     f"{bm['knn_accuracy']:.3f}, retrieval mAP {km['map']:.3f} vs {bm['map']:.3f} for {best}.")
+    if baseline in results:
+        base = results[baseline].metrics
+        notes.append(f"Baseline first: the handcrafted {baseline} features reach probe accuracy "
+                     f"{base['probe_accuracy']:.3f}, kNN {base['knn_accuracy']:.3f}, mAP {base['map']:.3f}.")
+        frozen = [e for e in order if e != baseline]
+        if frozen:
+            top = frozen[0]
+            tm = results[top].metrics
+            d_probe, d_knn = tm["probe_accuracy"] - base["probe_accuracy"], tm["knn_accuracy"] - base["knn_accuracy"]
+            if d_probe > 2 * _stderr(base["probe_accuracy"], n):
+                notes.append(f"The best frozen encoder, {top}, beats the baseline by {100 * d_probe:+.1f} points "
+                             f"(probe) and {100 * d_knn:+.1f} points (kNN).")
+            elif d_probe >= -2 * _stderr(base["probe_accuracy"], n):
+                notes.append(f"The best frozen encoder, {top}, is level with the baseline ({100 * d_probe:+.1f} "
+                             f"points probe, {100 * d_knn:+.1f} kNN): pretrained features add little here.")
+            else:
+                notes.append(f"No frozen encoder beats the baseline: the best, {top}, is {100 * -d_probe:.1f} points "
+                             f"below it; its pretraining does not fit this task.")
+    else:
+        notes.append(f"No handcrafted baseline was run; add `{baseline}` to --encoders so gains are measured "
+                     "against it.")
+    acc = _best_acc(bm)
+    errors = int(round((1 - bm["probe_accuracy"]) * n))
+    what = "the handcrafted baseline" if best == baseline else "frozen features"
+    if acc >= ENOUGH:
+        notes.append(f"With {what} the task is already solved: {best} labels {_pct(acc)} of test files correctly "
+                     f"({errors} probe errors of {n}).")
+    elif acc >= CLOSE:
+        notes.append(f"With {what} the task is nearly solved: {best} reaches {_pct(acc)} and leaves "
+                     f"{_pct(1 - acc)} errors.")
+    else:
+        notes.append(f"With {what} the task is not solved: the best, {best}, reaches only {_pct(acc)}.")
+    pairs = bm["confused_probe"]
+    if pairs and errors:
+        share = sum(c for _, _, c in pairs[:3]) / errors
+        worst = min(bm["per_class_probe"].items(), key=lambda kv: kv[1])
+        notes.append("Remaining errors (" + best + ", probe): " + ", ".join(f"{t}→{p} ×{c}" for t, p, c in pairs[:3])
+                     + f" account for {_pct(share)} of them; the weakest class is {worst[0]} "
+                     f"({_pct(worst[1])} correct).")
+    gap = bm["probe_accuracy"] - bm["knn_accuracy"]
+    if gap > 0.05:
+        notes.append(f"The probe beats kNN by {100 * gap:.1f} points for {best}: the labels are linearly present but "
+                     "not in the cosine neighbourhoods, so a trained head (probe) is the cheap fix before any "
+                     "fine-tuning.")
+    elif gap < -0.02:
+        notes.append(f"kNN beats the probe by {100 * -gap:.1f} points for {best}: classes look multi-modal or too "
+                     "small for a linear head; neighbours carry the signal.")
+    pretrained = next((e for e in order if e != baseline), None)
+    beats = pretrained is not None and (baseline not in results or order.index(pretrained) < order.index(baseline))
+    _, counts = np.unique(results[best].y_true.astype(str), return_counts=True)
+    median = int(np.median(counts))
+    if acc >= ENOUGH:
+        left = f"at most {_pct(1 - acc)} of files are left to win" if acc < 1 else "no test file is left to win"
+        notes.append(f"Fine-tuning does not look justified: {left}.")
+    elif pretrained is None:
+        notes.append("Evaluate pretrained encoders before considering fine-tuning.")
+    elif not beats:
+        deficit = results[baseline].metrics["probe_accuracy"] - results[pretrained].metrics["probe_accuracy"]
+        notes.append(f"Fine-tuning is not the next step: no pretrained encoder here beats the handcrafted baseline, "
+                     f"so try frozen encoders pretrained closer to this task first; fine-tuning {pretrained} would "
+                     f"have to make up its {100 * deficit:.1f}-point deficit before it could help.")
+    elif median < SMALL_CLASS:
+        notes.append(f"Fine-tuning has room to help ({_pct(1 - acc)} errors left) but not with this data: classes are "
+                     f"small (median {median} files, smallest {int(counts.min())}), so fine-tuning {pretrained} would "
+                     "overfit; collect more labelled clips (or merge overlapping classes) first, and treat gaps of a "
+                     "few points as noise.")
+    elif acc >= CLOSE:
+        notes.append(f"Fine-tuning may be worth a try only if the confusions above matter: start from {pretrained} "
+                     "and compare against this frozen probe on the same folds.")
+    else:
+        notes.append(f"Fine-tuning looks justified: start from {pretrained}, the best pretrained encoder, and compare "
+                     "against this frozen probe on the same folds.")
+    return notes
+
+
+def summary_json(results: dict[str, EncoderResult], info: dict) -> dict:
+    """report.json: {"encoders": {NAME: {knn_accuracy, probe_accuracy, macro_f1, map, p_at_10, ...}}, ...}."""
+    enc = {}
+    for name, r in results.items():
+        m = r.metrics
+        enc[name] = {**{k: round(float(m[k]), 6) for k in SUMMARY_KEYS},
+                     "knn_macro_f1": round(float(m["knn_macro_f1"]), 6),
+                     **{k: m[k] for k in ("n_files", "n_test", "n_classes", "dim", "k", "probe_C")},
+                     "per_class_probe": {c: round(v, 6) for c, v in m["per_class_probe"].items()},
+                     "per_class_knn": {c: round(v, 6) for c, v in m["per_class_knn"].items()},
+                     "confused_probe": [list(p) for p in m["confused_probe"]],
+                     "confused_knn": [list(p) for p in m["confused_knn"]]}
+    return {"encoders": enc, "ranking": rank(results), "decision": decision_note(results), "dataset": info}
+
+
+def confusion_png(result: EncoderResult, path: Path) -> Path:
+    """Row-normalised confusion matrices of the kNN and probe predictions side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    n = len(result.classes)
+    size = max(5.0, 0.45 * n + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), constrained_layout=True)
+    for ax, (title, pred) in zip(axes, (("kNN", result.knn_pred), ("probe", result.probe_pred))):
+        acc = float((pred == result.y_true).mean())
+        ConfusionMatrixDisplay.from_predictions(result.y_true.astype(str), pred.astype(str), labels=result.classes,
+                                                normalize="true", ax=ax, colorbar=False, cmap="Blues",
+                                                include_values=n <= 20, values_format=".2f",
+                                                im_kw={"vmin": 0.0, "vmax": 1.0})
+        ax.set_title(f"{result.name} — {title}, accuracy {acc:.3f}")
+        ax.tick_params(axis="x", labelrotation=90)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _table(header: Sequence[str], rows: list[Sequence]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def results_table(results: dict[str, EncoderResult]) -> list[str]:
+    """The side-by-side table, best encoder first."""
+    rows = []
+    for i, name in enumerate(rank(results), 1):
+        m = results[name].metrics
+        rows.append([i, name, m["dim"], *(f"{m[k]:.3f}" for k in ("knn_accuracy", "probe_accuracy", "macro_f1",
+                                                                   "knn_macro_f1", "map", "p_at_10"))])
+    return _table(["rank", "encoder", "dim", "kNN acc", "probe acc", "macro-F1 (probe)", "macro-F1 (kNN)",
+                   "mAP", "P@10"], rows)
+
+
+def markdown(results: dict[str, EncoderResult], info: dict, pngs: dict[str, str]) -> str:
+    """report.md: what was run, the ranked table, the decision note, per-class accuracy, confusions, PNGs."""
+    order = rank(results)
+    first = results[order[0]].metrics
+    labels = f"regex `{info['label_regex']}`" if info.get("label_regex") else "folders / manifest"
+    lines = ["# Evaluation report", "",
+             f"Source: `{info.get('src')}`; labels: {labels}; "
+             f"{first['n_files']} files in {first['n_classes']} classes; {info.get('splits')}; "
+             f"kNN k={info.get('k')} (temperature-weighted votes); probe = standardised logistic regression, "
+             "C by inner 3-fold CV. Per file: windows averaged, so no file is split across folds.", ""]
+    if info.get("dropped_classes"):
+        lines += ["Left out (a single file cannot be both trained on and tested): " + ", ".join(
+            f"{c} ({n})" for c, n in info["dropped_classes"].items()) + ".", ""]
+    if info.get("unlabelled_files"):
+        lines += [f"{info['unlabelled_files']} files had no label and were left out.", ""]
+    lines += ["## Results", "", *results_table(results), "",
+              "Accuracy and macro-F1 are over out-of-fold predictions; mAP and P@10 are leave-one-out retrieval "
+              "over all files (relevant = same label).", "", "## Decision", ""]
+    lines += [f"- {s}" for s in decision_note(results)]
+    lines += ["", "## Per-class accuracy (probe)", ""]
+    classes = sorted({c for r in results.values() for c in r.classes})
+    counts = info.get("classes", {})
+    lines += _table(["class", "files", *order],
+                    [[c, counts.get(c, ""), *(f"{results[e].metrics['per_class_probe'].get(c, float('nan')):.2f}"
+                                              for e in order)] for c in classes])
+    lines += ["", "## Most confused pairs (true → predicted, count)", ""]
+    for e in order:
+        m = results[e].metrics
+        fmt = lambda ps: ", ".join(f"{t}→{p} ×{c}" for t, p, c in ps) or "none"
+        lines.append(f"- **{e}** probe: {fmt(m['confused_probe'])}; kNN: {fmt(m['confused_knn'])}")
+    lines += ["", "## Confusion matrices", ""]
+    lines += [f"![{e}]({pngs[e]})" for e in order if e in pngs]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, EncoderResult], info: dict, out: str | Path) -> dict[str, Path]:
+    """OUT/report.md, OUT/report.json and OUT/confusion_ENCODER.png; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = {name: confusion_png(r, out / f"confusion_{name}.png") for name, r in results.items()}
+    data = summary_json(results, info)
+    atomic_write_text(out / "report.json", json.dumps(data, indent=2, default=_jsonable))
+    atomic_write_text(out / "report.md", markdown(results, info, {n: p.name for n, p in pngs.items()}))
+    return {"md": out / "report.md", "json": out / "report.json", **{f"png:{n}": p for n, p in pngs.items()}}
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+

@@ -1,0 +1,243 @@
+"""Does search still find a clip after everyday changes? Perturb each clip, embed, and check recovery.
+
+For every clip of a labelled set we embed the original and a perturbed copy (see simsearch.perturb)
+with the same encoder and options, exactly as a query is embedded (windows, normalised mean), and
+report per perturbation:
+
+* rank-1 recovery: the share of copies whose own original is the nearest of all originals;
+* mAP by label: mean average precision of the originals ranked for each copy, relevant = same label
+  (the copy's own original included), so it also shows whether neighbours of the same kind survive;
+* the mean cosine between each copy and its original.
+
+Copies are made at the file's own sample rate; each (clip, perturbation) pair has its own seeded RNG,
+so numbers reproduce and do not depend on --limit order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from simsearch.audio.decode import decode
+from simsearch.audio.fingerprint import LandmarkTable, fuse, index_landmarks, query_landmarks
+from simsearch.audio.perturb import PERTURBATIONS, perturb
+from simsearch.audio.resample import resample
+from simsearch.audio.windows import split_windows
+from simsearch.encoders import DEFAULT_ENCODER, Encoder, get_encoder
+from simsearch.errors import SimsearchError
+from simsearch.vectors import pooled
+
+log = logging.getLogger(__name__)
+DEFAULT_WINDOW_S = 10.0
+MAX_RATE = 48000  # files above this are decoded at 48 kHz; every encoder here runs at or below it
+
+
+@dataclass
+class Clip:
+    """One labelled original at its own sample rate (mono float32)."""
+
+    path: str
+    label: str
+    samples: np.ndarray
+    sample_rate: int
+
+
+@dataclass
+class RobustnessResult:
+    """Per-perturbation metrics plus what produced them."""
+
+    rows: dict[str, dict]  # perturbation -> {"rank1", "map", "cosine", "n"}
+    info: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """Mean and worst rank-1 recovery over the perturbations (the clean row left out)."""
+        r1 = {k: v["rank1"] for k, v in self.rows.items() if k != "clean"}
+        if not r1:
+            return {}
+        worst = min(r1, key=r1.get)
+        return {"mean_rank1": float(np.mean(list(r1.values()))), "min_rank1": r1[worst], "worst": worst,
+                "mean_map": float(np.mean([v["map"] for k, v in self.rows.items() if k != "clean"]))}
+
+    def to_json(self) -> dict:
+        return {"info": self.info, "rows": self.rows, "summary": self.summary()}
+
+
+def pick_items(src: str | Path, label_regex: str | None, limit: int | None, seed: int) -> list:
+    """Labelled items of src; a seeded random subset of `limit` of them (in path order) when asked."""
+    from simsearch.indexing.sources import collect
+
+    items, _ = collect(Path(src), label_regex)
+    items = [it for it in items if it.label not in (None, "")]
+    if not items:
+        raise SimsearchError(f"{src}: no labelled files; give --label-regex or use sub-folders as labels")
+    if limit is not None and 0 < limit < len(items):
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=limit, replace=False))
+        items = [items[i] for i in keep]
+    return items
+
+
+def load_clips(items: Sequence, max_duration_s: float | None = None) -> tuple[list[Clip], list[dict]]:
+    """Decode each item at its own rate (capped at 48 kHz); unreadable ones are returned as errors."""
+    import soundfile as sf
+
+    from simsearch.errors import AudioError
+
+    clips, errors = [], []
+    for it in items:
+        try:
+            info = sf.info(it.path)
+            if max_duration_s is not None and info.duration > max_duration_s:
+                raise AudioError(it.path, f"too long ({info.duration:.0f} s; limit {max_duration_s:.0f} s)")
+            rate = min(int(info.samplerate), MAX_RATE)
+            clips.append(Clip(it.path, str(it.label), decode(it.path, rate), rate))
+        except (AudioError, RuntimeError, sf.LibsndfileError) as e:
+            errors.append({"path": it.path, "reason": getattr(e, "reason", str(e))})
+    return clips, errors
+
+
+def clip_seed(seed: int, clip: int, perturbation: str) -> int:
+    """Independent, reproducible RNG seed for one (clip, perturbation) pair."""
+    j = list(PERTURBATIONS).index(perturbation) if perturbation in PERTURBATIONS else 0
+    return int(np.random.SeedSequence([seed, clip, j]).generate_state(1)[0])
+
+
+def embed_clips(enc: Encoder, waves: Sequence[np.ndarray], rates: Sequence[int], window_s: float = DEFAULT_WINDOW_S,
+                hop_s: float | None = None, batch_size: int = 16) -> np.ndarray:
+    """One normalised vector per clip, as Index.embed_clip makes a query's: windows, normalise, mean, normalise
+    (batched across many clips, without an index folder)."""
+    owner, pending = [], []
+    for i, (x, sr) in enumerate(zip(waves, rates)):
+        y = resample(x, sr, enc.sample_rate)
+        for w in split_windows(y, enc.sample_rate, window_s, hop_s):
+            owner.append(i)
+            pending.append(w.samples)
+    emb = np.concatenate([enc.embed_audio(pending[s:s + batch_size]) for s in range(0, len(pending), batch_size)])
+    return pooled(emb, np.asarray(owner))
+
+
+def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None) -> dict:
+    """rank-1 recovery of each copy's own original, label mAP of the originals ranked per copy, mean cosine.
+
+    match: landmark match scores [copies, originals]; when given, originals are ranked as a search ranks them
+    (cosine + fingerprint bonus). (evaluate.retrieval_metrics is leave-one-out within one set; here queries and
+    bank differ.)
+    """
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(labels)
+    cosines = copies @ originals.T
+    sims = fuse(cosines, match)
+    n = len(originals)
+    rank1 = float((sims.argmax(axis=1) == np.arange(n)).mean())
+    aps = [average_precision_score(labels == labels[i], sims[i]) for i in range(n)]
+    return {"rank1": rank1, "map": float(np.mean(aps)), "cosine": float(np.mean(np.diag(cosines))), "n": int(n)}
+
+
+def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None) -> float:
+    """Leave-one-out P@1 by label among the originals, ranked as search ranks them: shows whether the landmark
+    bonus (meant for copies of one recording) disturbs the neighbours of clips that are different recordings."""
+    sims = fuse(originals @ originals.T, match)
+    np.fill_diagonal(sims, -np.inf)
+    labels = np.asarray(labels)
+    return float((labels[sims.argmax(axis=1)] == labels).mean())
+
+
+def match_scores(table: LandmarkTable | None, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
+    """Landmark match scores of each clip against every stored original [clips, originals]; None without a table."""
+    if table is None:
+        return None
+    return np.stack([table.scores(*query_landmarks(x, sr)) for x, sr in zip(waves, rates)])
+
+
+def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None,
+                   checkpoint: str | None = None,
+                   label_regex: str | None = None, limit: int | None = None,
+                   perturbations: Sequence[str] | None = None, seed: int = 0, window_s: float = DEFAULT_WINDOW_S,
+                   hop_s: float | None = None, device: str = "auto", batch_size: int = 16,
+                   max_duration_s: float | None = 120.0, progress: bool = True,
+                   enc: Encoder | None = None, fingerprint: bool = True) -> RobustnessResult:
+    """Perturb every clip of src, embed originals and copies with one encoder, report recovery per perturbation
+    (ranked as a search ranks them: with the landmark bonus unless fingerprint=False, as in an index made
+    with --no-fingerprint)."""
+    names = list(perturbations) if perturbations else list(PERTURBATIONS)
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise SimsearchError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    items = pick_items(src, label_regex, limit, seed)
+    clips, errors = load_clips(items, max_duration_s)
+    if len(clips) < 2:
+        raise SimsearchError(f"{src}: need at least 2 readable labelled clips, found {len(clips)}")
+    enc = enc or get_encoder(encoder, checkpoint, device, **options)
+    labels = [c.label for c in clips]
+    rates = [c.sample_rate for c in clips]
+    embed: Callable[[list[np.ndarray]], np.ndarray] = lambda waves: embed_clips(  # noqa: E731
+        enc, waves, rates, window_s, hop_s, batch_size)
+    bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not progress)
+    originals = embed([c.samples for c in clips])
+    table = LandmarkTable.build([index_landmarks(c.samples, c.sample_rate) for c in clips]) if fingerprint else None
+    clean_match = match_scores(table, [c.samples for c in clips], rates)
+    rows = {"clean": {**recovery(originals, originals, labels, clean_match),
+                      "loo_p1": neighbour_accuracy(originals, labels, clean_match)}}
+    bar.update(1)
+    for name in names:
+        copies = [perturb(name, c.samples, c.sample_rate, clip_seed(seed, i, name)) for i, c in enumerate(clips)]
+        rows[name] = recovery(originals, embed(copies), labels, match_scores(table, copies, rates))
+        bar.update(1)
+        log.info("%s: %s", name, rows[name])
+    bar.close()
+    info = {"src": str(Path(src).absolute()), "encoder": enc.describe(), "options": options,
+            "label_regex": label_regex, "limit": limit, "seed": seed, "n_clips": len(clips),
+            "n_classes": len(set(labels)), "window_s": window_s, "hop_s": hop_s, "errors": errors,
+            "fingerprint": fingerprint,
+            "perturbations": {n: PERTURBATIONS[n].summary for n in names}}
+    return RobustnessResult(rows, info)
+
+
+def markdown_table(results: dict[str, RobustnessResult]) -> str:
+    """One row per perturbation, rank-1 and mAP columns per configuration, then mean / worst rank-1."""
+    configs = list(results)
+    names = list(dict.fromkeys(n for r in results.values() for n in r.rows))
+    head = "| perturbation | " + " | ".join(f"{c} rank-1 | {c} mAP" for c in configs) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(configs)]
+    for n in names:
+        cells = []
+        for c in configs:
+            row = results[c].rows.get(n)
+            cells += [f"{row['rank1']:.3f}", f"{row['map']:.3f}"] if row else ["-", "-"]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    cells = []
+    for c in configs:
+        s = results[c].summary()
+        cells += [f"**{s['mean_rank1']:.3f}**", f"**{s['mean_map']:.3f}**"]
+    lines.append("| mean over perturbations | " + " | ".join(cells) + " |")
+    worst = [results[c].summary() for c in configs]
+    lines.append("| worst rank-1 | " + " | ".join(f"{s['min_rank1']:.3f} ({s['worst']}) | " for s in worst) + " |")
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, RobustnessResult], out: str | Path, command: str | None = None) -> Path:
+    """robustness.json (everything) and report.md (the table) in `out`; returns the report path."""
+    from simsearch.files import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "robustness.json",
+                      json.dumps({k: r.to_json() for k, r in results.items()}, indent=2, default=str))
+    first = next(iter(results.values()))
+    text = ["# Robustness of similarity search", ""]
+    if command:
+        text += ["```", command, "```", ""]
+    text += [f"{first.info['n_clips']} clips, {first.info['n_classes']} labels from {first.info['src']} "
+             f"(seed {first.info['seed']}).", "", markdown_table(results), "",
+             "rank-1: share of perturbed copies whose own original is the nearest of all originals; "
+             "mAP: mean average precision of the originals ranked for each copy, relevant = same label.", ""]
+    text += [f"- `{n}`: {s}" for n, s in first.info["perturbations"].items()]
+    atomic_write_text(out / "report.md", "\n".join(text) + "\n")
+    return out / "report.md"
+

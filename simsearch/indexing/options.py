@@ -1,0 +1,107 @@
+"""What an indexing run is asked to do (IndexOptions), what it did (IndexSummary), and whether an index can resume."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simsearch.audio.condition import CONDITIONING
+from simsearch.encoders import DEFAULT_ENCODER, Encoder
+from simsearch.errors import IndexFormatError
+
+DEFAULT_WINDOW_S = 10.0
+OFF = "off"  # an option given as "off" is recorded as None (not applied)
+
+
+@dataclass
+class IndexOptions:
+    """Everything `simsearch index` takes besides the source and the output folder."""
+
+    encoder: str = DEFAULT_ENCODER
+    checkpoint: str | None = None
+    device: str = "auto"
+    batch_size: int | None = None  # None: 32 on CPU, the largest that pays off on a GPU (autobatch)
+    window_s: float | None = None  # None: the index's recorded value, else DEFAULT_WINDOW_S
+    hop_s: float | None = None
+    label_regex: str | None = None
+    pooling: str | None = None
+    layer: int | None = None
+    num_workers: int | None = None
+    shard_rows: int = 2048
+    strict: bool = False
+    max_duration_s: float | None = None
+    progress: bool = True
+    loudness: float | str | None = None  # dBFS target; "off": none; None: the index's value, else DEFAULT_LOUDNESS_DB
+    trim: float | str | None = None  # dB under the gated level; "off": none; None: the index's, else DEFAULT_TRIM_DB
+    bandwidth: float | str | None = None  # low-pass Hz; "off": none; None: the index's, else DEFAULT_BANDWIDTH_HZ
+    noise_twin: float | str | None = None  # twin SNR dB; "off": none; None: the index's, else DEFAULT_NOISE_TWIN_DB
+    fingerprint: bool | None = None  # keep landmark fingerprints per row; None: the index's choice, else True
+    engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
+    ray_address: str | None = None  # None: start a local Ray
+    index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto
+    max_memory: str | int | None = None  # FAISS memory budget for auto ("8G"); None: the recorded one, else none
+
+    def encoder_options(self) -> dict:
+        """What the encoder is built with, recorded in index.json so queries rebuild the same one."""
+        opts = {k: v for k, v in {"pooling": self.pooling, "layer": self.layer}.items() if v is not None}
+        for key, default in CONDITIONING.items():
+            value = getattr(self, key)
+            opts[key] = default if value is None else None if value == OFF else float(value)
+        return opts
+
+
+@dataclass
+class IndexSummary:
+    """What one run did, for the closing line and for tests."""
+
+    indexed: int = 0
+    skipped: int = 0
+    removed: int = 0
+    errors: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    error_list: list[dict] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"indexed {self.indexed} files, skipped {self.skipped} unchanged, removed {self.removed}, "
+                f"errors {self.errors}; {self.rows} rows in the index ({self.seconds:.1f} s)")
+
+
+def encoder_record(enc: Encoder, options: IndexOptions) -> dict:
+    """The encoder as index.json records it: enough to rebuild the same one at query time."""
+    return {**enc.describe(), "options": options.encoder_options()}
+
+
+def check_compatible(info: dict, enc: Encoder, options: IndexOptions, root: Path) -> None:
+    """An index holds one encoder's space; refuse to mix another one into it."""
+    old = info["encoder"]
+    new = encoder_record(enc, options)
+    for key in ("name", "checkpoint", "dim", "pooling", *CONDITIONING):
+        if old.get(key) != new.get(key):
+            raise IndexFormatError(
+                f"{root} was built with encoder {old.get('name')} ({key}={old.get(key)!r}), not {new.get(key)!r}; "
+                "use another --out folder")
+    if (info.get("window_s"), info.get("hop_s")) != (options.window_s, options.hop_s):
+        raise IndexFormatError(f"{root} uses window {info.get('window_s')} s / hop {info.get('hop_s')} s; "
+                               "use the same values or another --out folder")
+
+
+def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOptions:
+    """On resume, settings the user did not repeat come from index.json, so a re-run means 'the same again'."""
+    from dataclasses import replace
+
+    info = info or {}
+    window = options.window_s if options.window_s is not None else info.get("window_s", DEFAULT_WINDOW_S)
+    hop = options.hop_s if options.hop_s is not None else info.get("hop_s", window)
+    regex = options.label_regex if options.label_regex is not None else info.get("label_regex")
+    conditioning = {}
+    for key in CONDITIONING:  # indexes from before these options recorded none: keep them off
+        value = getattr(options, key)
+        if value is None and info:
+            recorded = info.get("encoder", {}).get("options", {}).get(key)
+            value = OFF if recorded is None else recorded
+        conditioning[key] = value
+    fingerprint = options.fingerprint
+    if fingerprint is None:  # indexes from before fingerprints keep none, so all their rows stay alike
+        fingerprint = "fingerprint" in info if info else True
+    return replace(options, window_s=window, hop_s=hop, label_regex=regex, fingerprint=fingerprint, **conditioning)
+

@@ -1,0 +1,166 @@
+"""The indexing pipeline as a Ray Data job: decode on CPU tasks, embed in encoder actors, write shards here.
+
+The driver keeps the local engine's ShardWriter, ErrorLog and "a file is written only once all its windows are
+embedded" rule, so the Parquet shards (and then faiss.index) hold the same rows whichever engine made them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from simsearch.encoders import Encoder, get_encoder
+from simsearch.errors import SimsearchError
+from simsearch.store.folder import LANDMARKS
+
+log = logging.getLogger(__name__)
+DONE, WINDOW, ERROR = 0, 1, 2  # row kinds: end-of-file marker (carries the window count), a window, a bad file
+
+
+def decode_file(row: dict, sample_rate: int, window_s: float, hop_s: float,
+                max_duration_s: float | None, fingerprint: bool = False) -> Iterator[dict]:
+    """One file's windows as rows, then a DONE marker with their count (or one ERROR row); streams long files."""
+    from simsearch.indexing.reader import WindowStream
+
+    base = {"item": int(row["item"]), "offset_s": 0.0, "duration_s": 0.0, "source_rate": 0, "error": "",
+            LANDMARKS: b""}
+    n = 0
+    for chunk in WindowStream([row["path"]], sample_rate, window_s, hop_s, max_duration_s, fingerprint).read_file(0):
+        if chunk.error:
+            yield {**base, "kind": ERROR, "window": -1, "samples": np.zeros(1, np.float32), "error": chunk.error}
+            return
+        for w in chunk.windows:
+            yield {**base, "kind": WINDOW, "window": n, "offset_s": float(w.offset_s), "duration_s": float(w.duration_s),
+                   "source_rate": int(w.source_rate), "samples": np.ascontiguousarray(w.samples, np.float32),
+                   LANDMARKS: w.landmarks or b""}
+            n += 1
+    yield {**base, "kind": DONE, "window": n, "samples": np.zeros(1, np.float32)}
+
+
+class Embedder:
+    """A Ray actor holding one encoder; marker and error rows pass through with zero vectors."""
+
+    def __init__(self, name: str, checkpoint: str | None, device: str, options: dict, dims: dict[str, int]):
+        import torch
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.enc = get_encoder(name, checkpoint, device, **options)
+        self.dims = dims
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        real = np.flatnonzero(batch["kind"] == WINDOW)
+        out = {k: v for k, v in batch.items() if k != "samples"}
+        for name, dim in self.dims.items():
+            out[name] = np.zeros((len(batch["kind"]), dim), np.float32)
+        if len(real):
+            res = self.enc.embed_batch([np.asarray(batch["samples"][i], np.float32) for i in real])
+            for name in self.dims:
+                out[name][real] = res[name]
+        return out
+
+
+def connect(address: str | None, num_cpus: int | None) -> bool:
+    """Join the cluster at `address`, or start a local Ray; True when this call started it (and should stop it)."""
+    try:
+        import ray
+    except ImportError:
+        raise SimsearchError('--engine ray needs Ray: pip install "simsearch[ray]" (or "ray[data]")') from None
+    if ray.is_initialized():
+        return False
+    kw = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        # Ship this package to the cluster's workers, which may not have it installed.
+        ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).parent)]}, **kw)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+    return True
+
+
+def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: int, errors) -> int:
+    """Same contract as indexer._embed_files: embed `todo`, write their rows through a ShardWriter, return files done."""
+    from simsearch.indexing.writer import ShardWriter
+
+    if not todo:
+        return 0
+    import ray
+    import ray.data
+
+    started = connect(options.ray_address, options.num_workers + 1 if options.num_workers else None)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        probe = enc.embed_batch([np.zeros(enc.sample_rate, np.float32) + 1e-3])
+        dims = {k: int(v.shape[-1]) for k, v in probe.items()}
+        extras = {k: v for k, v in dims.items() if k != "embedding"}
+        writer = ShardWriter(d, enc.dim, extras, options.shard_rows, next_id, bool(options.fingerprint))
+        ds = ray.data.from_items([{"item": i, "path": t.path} for i, t in enumerate(todo)],
+                                 override_num_blocks=min(len(todo), 200))
+        ds = ds.flat_map(decode_file, fn_kwargs={"sample_rate": enc.sample_rate, "window_s": options.window_s,
+                                                 "hop_s": options.hop_s, "max_duration_s": options.max_duration_s,
+                                                 "fingerprint": bool(options.fingerprint)})
+        ds = ds.map_batches(Embedder, batch_size=options.batch_size, batch_format="numpy", **_actor_resources(options),
+                            fn_constructor_kwargs={"name": enc.name if enc.name else options.encoder,
+                                                   "checkpoint": options.checkpoint, "device": _actor_device(options),
+                                                   "options": options.encoder_options(), "dims": dims})
+        return _collect(ds, todo, shas, writer, errors, enc, options)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _actor_resources(options) -> dict:
+    """One actor per GPU when the cluster has GPUs (and the device allows them), else CPU actors on half the cores."""
+    import ray
+    import ray.data
+
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus and options.device in ("auto", "cuda"):
+        return {"num_gpus": 1, "compute": ray.data.ActorPoolStrategy(size=gpus)}
+    return {"num_cpus": 1, "compute": ray.data.ActorPoolStrategy(size=max(1, int(res.get("CPU", 1)) // 2))}
+
+
+def _actor_device(options) -> str:
+    import ray
+
+    return "cuda" if ray.cluster_resources().get("GPU", 0) and options.device in ("auto", "cuda") else "cpu"
+
+
+def _collect(ds, todo: list, shas: dict, writer, errors, enc: Encoder, options) -> int:
+    """Gather rows per file as they stream back; a file goes to the writer once its marker and all windows are in."""
+    state: dict[int, dict] = {}
+    indexed = 0
+    bar = tqdm(total=len(todo), desc=f"embedding ({enc.name}, ray)", unit="file", disable=not options.progress)
+    extras = [k for k in writer.extras]
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for j in range(len(batch["kind"])):
+            i, kind = int(batch["item"][j]), int(batch["kind"][j])
+            if kind == ERROR:
+                state.pop(i, None)
+                errors.add(todo[i].path, str(batch["error"][j]))
+                bar.update(1)
+                continue
+            s = state.setdefault(i, {"n": None, "rows": {}, "sr": 0})
+            if kind == DONE:
+                s["n"] = int(batch["window"][j])
+            else:
+                out = {"embedding": batch["embedding"][j], **{k: batch[k][j] for k in extras},
+                       LANDMARKS: bytes(batch[LANDMARKS][j])}
+                s["rows"][int(batch["window"][j])] = ((float(batch["offset_s"][j]), float(batch["duration_s"][j])), out)
+                s["sr"] = int(batch["source_rate"][j])
+            if s["n"] is not None and len(s["rows"]) == s["n"]:
+                state.pop(i)
+                rows = [s["rows"][w] for w in range(s["n"])]
+                writer.add_file(todo[i], shas[todo[i].path], s["sr"] or enc.sample_rate, [r[0] for r in rows],
+                                [r[1] for r in rows])
+                indexed += 1
+                bar.update(1)
+    writer.flush()
+    bar.close()
+    return indexed
+

@@ -1,0 +1,95 @@
+"""Decode and resample files in worker processes, streaming each file as chunks of windows."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from simsearch.audio.decode import iter_windows
+from simsearch.audio.fingerprint import index_landmarks
+from simsearch.audio.windows import Window
+from simsearch.errors import AudioError
+
+CHUNK_WINDOWS = 16  # windows per message: bounds worker memory for hour-long files
+
+
+@dataclass
+class Chunk:
+    """Part of one file: `last` marks its final chunk; `error` means the file is bad and must be dropped."""
+
+    item: int
+    windows: list[Window] = field(default_factory=list)
+    last: bool = False
+    error: str | None = None
+
+
+class WindowStream(IterableDataset):
+    """Yields Chunks for the given file paths; workers take every n-th file."""
+
+    def __init__(self, paths: list[str], sample_rate: int, window_s: float, hop_s: float,
+                 max_duration_s: float | None = None, fingerprint: bool = False):
+        self.paths, self.sample_rate = paths, sample_rate
+        self.window_s, self.hop_s, self.max_duration_s = window_s, hop_s, max_duration_s
+        self.fingerprint = fingerprint
+
+    def __iter__(self):
+        info = get_worker_info()
+        start, step = (info.id, info.num_workers) if info else (0, 1)
+        for i in range(start, len(self.paths), step):
+            yield from self.read_file(i)
+
+    def read_file(self, i: int):
+        pending: list[Window] = []
+        try:
+            for w in iter_windows(self.paths[i], self.sample_rate, self.window_s, self.hop_s, self.max_duration_s):
+                if self.fingerprint:  # here, in the worker, so the encoder's cores never do it
+                    w.landmarks = index_landmarks(w.samples, self.sample_rate)
+                pending.append(w)
+                if len(pending) == CHUNK_WINDOWS:
+                    yield Chunk(i, pending)
+                    pending = []
+        except AudioError as e:
+            yield Chunk(i, last=True, error=e.reason)
+            return
+        except (MemoryError, ValueError, OSError) as e:  # anything else a hostile file can trigger in the decoder
+            yield Chunk(i, last=True, error=f"{type(e).__name__}: {e}")
+            return
+        yield Chunk(i, pending, last=True)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # workers share the cores; the encoder gets the rest
+
+
+def _identity(x):
+    return x
+
+
+def default_workers() -> int:
+    """Leave one core for the encoder; decoding rarely needs more than a few processes."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def stream_chunks(paths: list[str], sample_rate: int, window_s: float, hop_s: float, num_workers: int | None = None,
+                  max_duration_s: float | None = None, fingerprint: bool = False):
+    """Iterate Chunks, decoded in `num_workers` processes (0 = in this process)."""
+    ds = WindowStream(paths, sample_rate, window_s, hop_s, max_duration_s, fingerprint)
+    workers = default_workers() if num_workers is None else num_workers
+    workers = min(workers, len(paths))
+    if workers == 0:
+        return iter(ds)
+    return iter(DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity,
+                           worker_init_fn=_one_thread, prefetch_factor=4, persistent_workers=False))
+
+
+def stack_padded(batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """[B, max_len] zero-padded waveforms and their lengths."""
+    lengths = np.array([len(x) for x in batch], dtype=np.int64)
+    out = np.zeros((len(batch), int(lengths.max())), dtype=np.float32)
+    for i, x in enumerate(batch):
+        out[i, : len(x)] = x
+    return out, lengths
+

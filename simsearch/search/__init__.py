@@ -1,0 +1,1 @@
+"""Stage 5, search: the Index a query opens (by example, by text), filters and near-duplicate groups."""

@@ -1,0 +1,313 @@
+"""Open an index folder and search it by example clip, by vector, or by text."""
+from __future__ import annotations
+
+import logging
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from simsearch.audio.decode import decode
+from simsearch.audio.windows import split_windows
+from simsearch.encoders import Encoder, get_encoder
+from simsearch.errors import IndexFormatError, SimsearchError
+from simsearch.search import filters
+from simsearch.store import faiss_ops
+from simsearch.store.folder import LANDMARKS, META_COLUMNS, IndexDir
+from simsearch.vectors import normalize, pooled
+
+if TYPE_CHECKING:
+    from simsearch.audio.fingerprint import LandmarkTable
+
+
+log = logging.getLogger(__name__)
+EXACT_FILTER_ROWS = 20_000  # filters passing fewer rows than this are answered by exact scoring of those rows
+
+
+class Index:
+    """A read-only view of one index folder; the encoder loads on first query, once."""
+
+    def __init__(self, root: str | Path, device: str = "auto", nprobe: int | None = None,
+                 ef_search: int | None = None, k_factor: float | None = None):
+        self.dir = IndexDir(root)
+        self.device = device
+        self._encoder: Encoder | None = None
+        self._load_snapshot()
+        overrides = {"nprobe": nprobe, "efSearch": ef_search, "k_factor": k_factor}
+        # Search knobs: the ones tuned at build time to recall@10 >= 0.95, unless the caller says otherwise.
+        self.knobs = {**self.info.get("faiss", {}).get("search", {}),
+                      **{k: v for k, v in overrides.items() if v is not None}}
+        self.kind = self.info.get("faiss", {}).get("type", "flat")
+
+    def _load_snapshot(self, attempts: int = 50) -> None:
+        """Load index.json, its committed shards and faiss.index as one consistent state.
+
+        A writer may commit while we read; if index.json's generation moved or a listed shard vanished,
+        read again, so a search sees the old state or the new one, never a mix.
+        """
+        for _ in range(attempts):
+            info = self.dir.read_info()
+            try:
+                index = faiss_ops.load(self.dir.faiss_path)
+                rows = self.dir.live_rows(META_COLUMNS, info.get("shards")).to_pandas()
+            except FileNotFoundError:
+                time.sleep(0.1)
+                continue
+            if self.dir.read_info().get("generation") == info.get("generation"):
+                break
+            time.sleep(0.05)
+        else:
+            raise IndexFormatError(f"{self.dir.root}: the index kept changing while loading; try again")
+        self.info, self.faiss, self.rows = info, index, rows.set_index("id", drop=False)
+        root = self.dir.root
+        if index.ntotal != len(rows) or not np.array_equal(np.sort(faiss_ops.ids(index)), np.sort(rows["id"])):
+            raise IndexFormatError(f"{root}: faiss.index holds {index.ntotal} vectors that do not match the "
+                                   f"{len(rows)} rows of the shards; run `simsearch rebuild {root}`")
+        if index.d != info["dim"]:
+            raise IndexFormatError(f"{root}: faiss.index is {index.d}-d but index.json says {info['dim']}; "
+                                   f"run `simsearch rebuild {root}`")
+
+    @classmethod
+    def open(cls, root: str | Path, device: str = "auto", nprobe: int | None = None, ef_search: int | None = None,
+             k_factor: float | None = None) -> "Index":
+        """Open an index folder; nprobe (IVF-PQ), ef_search (HNSW), k_factor (IVF-PQ re-ranking) override the tuned knobs."""
+        return cls(root, device, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder recorded in index.json, so queries land in the same space as the rows."""
+        if self._encoder is None:
+            e = self.info["encoder"]
+            self._encoder = get_encoder(e["name"], e.get("checkpoint"), self.device, **e.get("options", {}))
+        return self._encoder
+
+    @cached_property
+    def extras(self) -> dict[str, np.ndarray]:
+        """Side outputs stored per row (e.g. YAMNet tag scores), aligned with self.rows."""
+        names = self.info.get("extras", [])
+        if not names:
+            return {}
+        t = self.dir.live_rows(["id", *names], self.info.get("shards"))
+        order = pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)
+        return {n: np.asarray(t.column(n).combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)[order]
+                for n in names}
+
+    def embeddings(self) -> np.ndarray:
+        """All stored embeddings [N, dim], L2-normalised, in self.rows order."""
+        t = self.dir.live_rows(["id", "embedding"], self.info.get("shards"))
+        order = pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)
+        x = np.asarray(t.column("embedding").combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)
+        return normalize(x[order])
+
+    def embed_query(self, audio: Any) -> np.ndarray:
+        """A clip as one normalised vector: windows as in the index, averaged after normalisation."""
+        return self.embed_clip(audio)[0]
+
+    def embed_clip(self, audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A query clip as the index sees it: (normalised mean of window embeddings [D], mean side outputs)."""
+        return self._embed_samples(decode(audio, self.encoder.sample_rate))
+
+    def _embed_samples(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        enc = self.encoder
+        windows = split_windows(x, enc.sample_rate, self.info.get("window_s") or 10.0, self.info.get("hop_s"))
+        out = enc.embed_batch([w.samples for w in windows])
+        vec = pooled(out["embedding"])[0]
+        return vec, {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, filter: dict | None = None,
+                      group_by_file: bool = False) -> list[dict]:
+        """Nearest rows to a query vector in this index's space, only among rows passing `filter`.
+
+        Always k results when at least k rows (k files with group_by_file) pass: the filter runs inside FAISS,
+        and when the approximate index runs out of candidates the passing rows are searched exactly.
+        """
+        q = normalize(np.asarray(vector, np.float32).reshape(1, -1))
+        if q.shape[1] != self.info["dim"]:
+            raise SimsearchError(f"query vector is {q.shape[1]}-d; this index holds {self.info['dim']}-d vectors")
+        keep = self.filter_mask(filter) if filter else None
+        allowed = None if keep is None or keep.all() else self.rows["id"].to_numpy()[keep]
+        ids, scores = self._nearest(q, max(1, int(k)), allowed, group_by_file, keep)
+        return self.records(ids, scores)
+
+    def search(self, audio: Any = None, text: str | None = None, k: int = 10, filter: dict | None = None,
+               group_by_file: bool = False, exclude_same: bool = False) -> list[dict]:
+        """Query by example (path, bytes, array or {"array","sampling_rate"}) or by text.
+
+        filter: {"label": "dog" or [...], any manifest metadata key: value(s), "path_glob": "*/drums/*",
+        "min_duration": s, "max_duration": s}; group_by_file: best window per file.
+        In an index with landmark fingerprints, an audio query's rows also carry "cosine" and "match" (the landmark
+        score), and "score" is the cosine plus the match bonus (simsearch.audio.fingerprint), so copies of the query's own
+        recording come first; exclude_same leaves out rows whose landmarks say they are the query's own recording
+        (match >= fingerprint.SAME_RECORDING), for "other sounds like this one".
+        """
+        if (audio is None) == (text is None):
+            raise SimsearchError("give exactly one of audio= or text=")
+        if exclude_same and audio is None:
+            raise SimsearchError("exclude_same is for audio queries (it compares the query's landmarks)")
+        if audio is not None:
+            x = decode(audio, self.encoder.sample_rate)
+            vector = self._embed_samples(x)[0]
+            if self.landmark_table is None:
+                if exclude_same:
+                    raise SimsearchError(f"{self.dir.root} keeps no landmark fingerprints, so it cannot tell the same "
+                                         "recording apart; re-index without --no-fingerprint to use exclude_same")
+                return self.search_vector(vector, k, filter, group_by_file)
+            return self._search_with_landmarks(vector, x, k, filter, group_by_file, exclude_same)
+        from simsearch.search.text import search_text, text_mode
+
+        if not filter and not group_by_file:
+            return search_text(self, text, k)
+        if text_mode(self) == "clap":
+            return self.search_vector(self.encoder.embed_text([text])[0], k, filter, group_by_file)
+        ranked = search_text(self, text, len(self))  # tag scoring ranks every row anyway: filter the ranking
+        keep = set(self.rows["id"].to_numpy()[self.filter_mask(filter)]) if filter else None
+        ids = np.array([r["id"] for r in ranked if keep is None or r["id"] in keep], np.int64)
+        scores = np.array([r["score"] for r in ranked if keep is None or r["id"] in keep], np.float32)
+        if group_by_file:
+            ids, scores = self._best_per_file(ids, scores)
+        return self.records(ids[:k], scores[:k])
+
+    @cached_property
+    def landmark_table(self) -> "LandmarkTable | None":
+        """Every row's fingerprint landmarks (in self.rows order); None for an index made without them."""
+        if "fingerprint" not in self.info:
+            return None
+        from simsearch.audio.fingerprint import MAX_IN_MEMORY, LandmarkTable, compatible
+
+        if not compatible(self.info["fingerprint"]):
+            log.warning("%s: its landmarks were made with other fingerprint settings (%s); audio search ranks by "
+                        "cosine alone until `simsearch index` re-embeds it into a new --out folder",
+                        self.dir.root, self.info["fingerprint"])
+            return None
+
+        n = self.dir.column_bytes(LANDMARKS, self.info.get("shards")) // 8  # before reading any of them
+        if n > MAX_IN_MEMORY:
+            log.warning("%s: %d landmarks would need %.1f GB in memory (limit %d); audio search ranks by cosine "
+                        "alone (index large collections with --no-fingerprint)", self.dir.root, n, 12 * n / 1e9,
+                        MAX_IN_MEMORY)
+            return None
+        t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
+        positions = self.rows.index.get_indexer(t.column("id").to_numpy())  # row position of each shard row
+        return LandmarkTable.from_arrow(t.column(LANDMARKS), positions, len(self.rows))
+
+    def _search_with_landmarks(self, vector: np.ndarray, x: np.ndarray, k: int, filter: dict | None,
+                               group_by_file: bool, exclude_same: bool = False) -> list[dict]:
+        """The nearest rows by cosine plus the rows the query's landmarks match, ranked by cosine + match bonus
+        (simsearch.audio.fingerprint.fuse): a noisy, cut or re-encoded copy of an indexed clip finds that clip first."""
+        from simsearch.audio import fingerprint
+
+        match = self.landmark_table.scores(*fingerprint.query_landmarks(x, self.encoder.sample_rate))
+        ids_all = self.rows["id"].to_numpy()
+        same = ids_all[match >= fingerprint.SAME_RECORDING] if exclude_same else np.zeros(0, np.int64)
+        if len(same) and group_by_file:  # every window of a file that is the query's recording goes
+            same = ids_all[self.rows["path"].isin(self.rows["path"].loc[same]).to_numpy()]
+        hits = self.search_vector(vector, k + len(same), filter, group_by_file)
+        matched = np.flatnonzero(fingerprint.bonus(match) > 0)
+        if filter and len(matched):
+            matched = matched[self.filter_mask(filter)[matched]]
+        ids = np.unique(np.r_[np.array([h["id"] for h in hits], np.int64), ids_all[matched]])
+        ids = ids[~np.isin(ids, same)]
+        if not len(ids):
+            return []
+        cosine = self.vectors_for(ids) @ normalize(vector.reshape(1, -1))[0]
+        scores = match[self.rows.index.get_indexer(ids)]
+        extra = {i: {"cosine": round(float(c), 6), "match": round(float(m), 2)} for i, c, m in zip(ids, cosine, scores)}
+        fused = fingerprint.fuse(cosine, scores)
+        order = np.argsort(-fused, kind="stable")
+        ids, fused = ids[order], fused[order].astype(np.float32)
+        if group_by_file:
+            ids, fused = self._best_per_file(ids, fused)
+        return [{**r, **extra[r["id"]]} for r in self.records(ids[:k], fused[:k])]
+
+    def filter_mask(self, filter: dict) -> np.ndarray:
+        """Which rows (in self.rows order) pass a filter dict (see search)."""
+        return filters.mask(self.rows, filter, self._metadata, self._file_durations)
+
+    @cached_property
+    def _metadata(self) -> pd.DataFrame:
+        return filters.metadata_frame(self.rows)
+
+    @cached_property
+    def _file_durations(self) -> np.ndarray:
+        return filters.file_durations(self.rows)
+
+    def _best_per_file(self, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the first (best) hit of each file; input is sorted by score."""
+        paths = self.rows["path"].reindex(ids).to_numpy()
+        _, first = np.unique(paths, return_index=True)
+        first = np.sort(first)
+        return ids[first], scores[first]
+
+    def _nearest(self, q: np.ndarray, k: int, allowed: np.ndarray | None, group_by_file: bool,
+                 keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and scores of the k best rows (or files), over-fetching until enough pass, exact as a last resort."""
+        n_pass = len(self.rows) if allowed is None else len(allowed)
+        if n_pass == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if group_by_file:
+            paths = self.rows["path"] if keep is None else self.rows["path"][keep]
+            want = min(k, paths.nunique())
+        else:
+            want = min(k, n_pass)
+        # A flat index filters exactly inside FAISS; a selective filter over an approximate index is cheaper
+        # and surer to answer by scoring the few passing rows directly.
+        exact = allowed is not None and self.kind != "flat" and n_pass <= EXACT_FILTER_ROWS
+        fetch = min(n_pass, want * 4 if group_by_file else want)
+        knobs, widened = dict(self.knobs), 0
+        while True:
+            if exact:
+                scores, ids = self._exact(q, fetch, allowed)
+            else:
+                D, I = faiss_ops.search(self.faiss, self.kind, q, fetch, knobs, allowed)
+                ok = I[0] >= 0
+                ids, scores = I[0][ok], D[0][ok]
+            got = len(ids)
+            if group_by_file:
+                ids, scores = self._best_per_file(ids, scores)
+            if len(ids) >= want or got >= n_pass:
+                return ids[:k], scores[:k]
+            if got < fetch and not exact and self.kind != "flat":
+                # The approximate index ran out of candidates: look wider, then score the passing rows exactly.
+                if widened < 2:
+                    knobs, widened = faiss_ops.widen(self.kind, knobs), widened + 1
+                else:
+                    exact = True
+                continue
+            if fetch >= n_pass:
+                return ids[:k], scores[:k]
+            fetch = min(n_pass, fetch * 4)
+
+    def _exact(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the n best among `allowed` (None: all rows) by brute force over their vectors."""
+        ids = self.rows["id"].to_numpy() if allowed is None else np.asarray(allowed, np.int64)
+        s = self.vectors_for(ids) @ q[0]
+        top = np.argpartition(-s, min(n, len(s)) - 1)[:n] if n < len(s) else np.arange(len(s))
+        top = top[np.argsort(-s[top], kind="stable")]
+        return s[top], ids[top]
+
+    def vectors_for(self, ids: np.ndarray) -> np.ndarray:
+        """Normalised vectors of the given row ids: from FAISS where it keeps them, else from the shards."""
+        x = faiss_ops.reconstruct(self.faiss, ids)
+        return x if x is not None else self._stored_vectors[self.rows.index.get_indexer(ids)]
+
+    @cached_property
+    def _stored_vectors(self) -> np.ndarray:
+        """All embeddings from the shards (for index types that cannot give vectors back), loaded once."""
+        return self.embeddings()
+
+    def records(self, ids: np.ndarray, scores: np.ndarray) -> list[dict]:
+        """Result rows in the documented JSON shape: rank, score, path, label, offset_s (+ duration_s, id)."""
+        out = []
+        for rank, (i, s) in enumerate(((i, s) for i, s in zip(ids, scores) if i >= 0), start=1):
+            row = self.rows.loc[int(i)]
+            out.append({"rank": rank, "score": round(float(s), 6), "path": row["path"],
+                        "label": None if pd.isna(row["label"]) else row["label"],
+                        "offset_s": float(row["offset_s"]), "duration_s": float(row["duration_s"]), "id": int(i)})
+        return out
+

@@ -1,0 +1,123 @@
+"""Bring faiss.index in line with the shards: build it, or update it in place by adding and removing rows."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from simsearch.errors import IndexFormatError
+from simsearch.store import faiss_ops, planner
+from simsearch.store.folder import LANDMARKS, META_COLUMNS, IndexDir
+from simsearch.vectors import normalize
+
+log = logging.getLogger(__name__)
+
+
+def read_vectors(d: IndexDir, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(L2-normalised vectors, ids) of the live rows, or of just the `wanted` ids (only shards holding them are read)."""
+    if wanted is None:
+        t = d.live_rows(["id", "embedding"])
+    else:
+        found: dict[int, np.ndarray] = {}
+        want = set(int(i) for i in wanted)
+        for p in d.shard_paths():
+            shard_ids = d.read_shard(p, ["id"]).column("id").to_numpy()
+            hit = np.isin(shard_ids, wanted)
+            if hit.any():
+                t = d.read_shard(p, ["id", "embedding"]).filter(hit)
+                x = _matrix(t)
+                found.update(zip(t.column("id").to_pylist(), x))  # a later shard wins, as in live_rows
+        missing = want - set(found)
+        if missing:
+            raise IndexFormatError(f"{d.root}: rows {sorted(missing)[:5]} vanished from the shards during the update")
+        ids = np.fromiter(found, np.int64, len(found))
+        x = np.stack([found[i] for i in ids]) if len(ids) else np.zeros((0, 0), np.float32)
+        return normalize(x), ids
+    return normalize(_matrix(t)), np.asarray(t.column("id").to_numpy(), np.int64)
+
+
+def _matrix(t) -> np.ndarray:
+    if not t.num_rows:
+        return np.zeros((0, 0), np.float32)
+    return np.asarray(t.column("embedding").combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)
+
+
+def extra_columns(d: IndexDir) -> list[str]:
+    """Side-output columns the shards carry (e.g. YAMNet tag scores)."""
+    shards = d.shard_paths()
+    if not shards:
+        return []
+    return [n for n in pq.read_schema(shards[-1]).names if n not in META_COLUMNS + ["embedding", LANDMARKS]]
+
+
+def has_landmarks(d: IndexDir) -> bool:
+    """Whether the newest shard keeps fingerprint landmarks (an index made with --no-fingerprint does not)."""
+    shards = d.shard_paths()
+    return bool(shards) and LANDMARKS in pq.read_schema(shards[-1]).names
+
+
+def _open_for_update(d: IndexDir, old: dict, spec: dict, n: int, dim: int, high_water: int | None):
+    """The existing index when it can be updated in place, else None (then it is built again)."""
+    if not d.faiss_path.exists() or not planner.compatible(old, spec, n):
+        return None
+    try:
+        index = faiss_ops.load(d.faiss_path)
+    except IndexFormatError:
+        return None
+    if index.d != dim:
+        return None
+    have = faiss_ops.ids(index)
+    if high_water is not None and len(have) and int(have.max()) >= high_water:
+        return None  # written by a run that never committed index.json: its ids may have been handed out again
+    return index, have
+
+
+def write_faiss(d: IndexDir, live_ids: np.ndarray, dim: int, old: dict, requested: str, budget: int | None,
+                incremental: bool, high_water: int | None = None) -> dict:
+    """Make faiss.index hold exactly the live rows; returns the "faiss" record for index.json.
+
+    In place where the type allows: flat and plain IVF-PQ add and remove; HNSW and IVF-PQ with re-ranking only
+    add, so a removal re-adds the rows into the trained structure (no k-means again). A full build (with IVF-PQ
+    trained on a sample of the rows and the search knobs tuned to the recall target) happens when there is no
+    usable index, the type or fit changed, or `incremental` is false.
+    """
+    n = len(live_ids)
+    spec = planner.choose(n, dim, requested, budget)
+    opened = _open_for_update(d, old, spec, n, dim, high_water) if incremental else None
+    if opened is not None:
+        index, have = opened
+        kind, params = old["type"], old["params"]
+        add_ids = np.setdiff1d(live_ids, have)
+        rm_ids = np.setdiff1d(have, live_ids)
+        if len(rm_ids) and not faiss_ops.can_remove(kind, params):
+            index.reset()
+            x, ids = read_vectors(d)
+            faiss_ops.add(index, x, ids)
+            mode = "re-added all rows (this type cannot remove in place; no retraining)"
+        else:
+            faiss_ops.remove(index, rm_ids)
+            x, ids = read_vectors(d, add_ids)
+            faiss_ops.add(index, x, ids)
+            mode = "updated in place"
+        record = {**old, "update": {"mode": mode, "added": int(len(add_ids)), "removed": int(len(rm_ids))}}
+    else:
+        kind, params = spec["type"], spec["params"]
+        x, ids = read_vectors(d)
+        if not len(ids):
+            x = np.zeros((0, dim), np.float32)
+        elif x.shape[1] != dim:
+            raise IndexFormatError(f"{d.root}: shards hold {x.shape[1]}-d vectors but index.json says {dim}")
+        train = x[planner.train_sample(len(ids), params)] if faiss_ops.needs_training(kind) else None
+        index = faiss_ops.build(x, ids, kind, params, train=train)
+        knobs, recall = planner.tune(index, kind, params, x, ids)
+        record = {"type": kind, "params": params, "search": knobs, "calibrated_recall_at_10": recall,
+                  "trained_rows": int(len(ids)), "reason": spec["reason"],
+                  "update": {"mode": "built", "added": int(len(ids)), "removed": 0}}
+        if recall is not None and recall < planner.TARGET_RECALL:
+            log.warning("%s: best recall@10 of the %s index is %.3f (< %.2f)", d.root, kind, recall, planner.TARGET_RECALL)
+    faiss_ops.save(index, d.faiss_path)
+    record.update({"requested": requested, "max_memory": budget, "class": type(index).__name__,
+                   "memory_bytes": planner.memory_estimate(kind, params, n, dim)})
+    return record
+
