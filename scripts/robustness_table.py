@@ -27,7 +27,15 @@ import numpy as np
 
 from simsearch.encoders import get_encoder
 from simsearch.evaluation.compare import LabelledSet, Split, evaluate_set, make_splits
-from simsearch.evaluation.robustness import RobustnessResult, embed_clips, load_clips, markdown_table, pick_items, run_robustness
+from simsearch.evaluation.robustness import (
+    RobustnessResult,
+    RobustnessRun,
+    embed_clips,
+    load_clips,
+    markdown_table,
+    pick_items,
+    run_robustness,
+)
 from simsearch.indexing.options import IndexOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                 entry = {"options": options, "encoder": encoder, "fingerprint": fingerprint}
             t = time.time()
             if not args.no_robustness and ("rows" not in entry or (perts and not set(perts) <= set(entry["rows"]))):
-                r = run_robustness(spec["src"], encoder, options, label_regex=spec["regex"], limit=spec["limit"],
-                                   perturbations=perts, seed=0, progress=False, enc=enc, fingerprint=fingerprint)
+                run = RobustnessRun(encoder=encoder, options=options, label_regex=spec["regex"], limit=spec["limit"],
+                                    perturbations=perts, seed=0, progress=False, fingerprint=fingerprint)
+                r = run_robustness(spec["src"], run, enc=enc)
                 entry.update(rows=r.rows, info={k: v for k, v in r.info.items() if k != "errors"})
             if not args.no_classify and "classify" not in entry:
                 tag = "-".join(f"{k}{v}" for k, v in sorted(options.items()))

@@ -112,10 +112,10 @@ def test_one_hour_file_streams_in_bounded_memory(tmp_path):
             w.writeframes(block)
     code = (
         "import resource, sys\n"
-        "from simsearch.indexing.reader import stream_chunks\n"
+        "from simsearch.indexing.reader import ReadSettings, stream_chunks\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "n = last = 0\n"
-        "for c in stream_chunks([sys.argv[1]], 16000, 10.0, 10.0, num_workers=0):\n"
+        "for c in stream_chunks([sys.argv[1]], ReadSettings(16000, 10.0, 10.0), num_workers=0):\n"
         "    n += len(c.windows); last = max([w.offset_s for w in c.windows] + [last]); assert c.error is None\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(n, last, (peak - base) // 1024)\n")

@@ -343,11 +343,11 @@ def test_robustness_cli_reports_every_perturbation(class_folder, tmp_path, capsy
 
 
 def test_robustness_is_reproducible(class_folder):
-    from simsearch.evaluation.robustness import run_robustness
+    from simsearch.evaluation.robustness import RobustnessRun, run_robustness
 
-    kw = dict(encoder="spectral", options={"loudness": -20.0}, perturbations=["white10", "pink20"], progress=False,
-              limit=8, seed=3)
-    a, b = run_robustness(class_folder, **kw), run_robustness(class_folder, **kw)
+    run = RobustnessRun(encoder="spectral", options={"loudness": -20.0}, perturbations=["white10", "pink20"],
+                        progress=False, limit=8, seed=3)
+    a, b = run_robustness(class_folder, run), run_robustness(class_folder, run)
     assert a.rows == b.rows and a.info["n_clips"] == 8
 
 
@@ -360,7 +360,7 @@ def test_default_beats_plain_yamnet_on_real_sounds(shared_data):
     builds it) finds the original of quieter, noisy, late-starting and cut copies more often than plain YAMNet
     mean did before issue 9, and at least 3 times in 4 on each of those changes (the issue's floor)."""
     from simsearch.encoders import DEFAULT_ENCODER
-    from simsearch.evaluation.robustness import run_robustness
+    from simsearch.evaluation.robustness import RobustnessRun, run_robustness
     from simsearch.indexing.options import IndexOptions
 
     src = shared_data / "sonic-pi"
@@ -368,11 +368,11 @@ def test_default_beats_plain_yamnet_on_real_sounds(shared_data):
         pytest.skip(f"{src} not found")
     perts = ["gain-12", "white10", "pink10", "delay0.5", "crop60"]
     kw = dict(label_regex=r"^([a-z]+)_", limit=40, perturbations=perts, progress=False, seed=0)
-    plain = run_robustness(src, "yamnet", {}, **kw, enc=get_encoder("yamnet", device="cpu", pooling="mean"),
-                           fingerprint=False)
+    plain = run_robustness(src, RobustnessRun(encoder="yamnet", **kw, fingerprint=False),
+                           enc=get_encoder("yamnet", device="cpu", pooling="mean"))
     default_opts = IndexOptions().encoder_options()
     assert default_opts["loudness"] is not None and default_opts["trim"] is not None
-    default = run_robustness(src, DEFAULT_ENCODER, default_opts, **kw,
+    default = run_robustness(src, RobustnessRun(encoder=DEFAULT_ENCODER, options=default_opts, **kw),
                              enc=get_encoder(DEFAULT_ENCODER, device="cpu", **default_opts))
     for p in perts:
         assert default.rows[p]["rank1"] > plain.rows[p]["rank1"], (p, default.rows[p], plain.rows[p])

@@ -38,14 +38,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from simsearch.evaluation.compare import run_eval
+    from simsearch.evaluation.compare import SplitPlan, run_eval
     from simsearch.evaluation.report import results_table, summary_json, write_report
+    from simsearch.indexing.options import IndexOptions
 
     out = Path(args.out) if args.out else Path("evals") / (Path(args.src).stem or "eval")
-    results, info = run_eval(args.src, args.encoders.split(","), out, label_regex=args.label_regex, folds=args.folds,
-                             fold_regex=args.fold_regex, test_regex=args.test_regex, k=args.k, window_s=args.window,
-                             hop_s=args.hop, device=args.device, seed=args.seed, batch_size=args.batch_size,
-                             progress=not args.quiet)
+    options = IndexOptions(label_regex=args.label_regex, window_s=args.window, hop_s=args.hop, device=args.device,
+                           batch_size=args.batch_size, progress=not args.quiet)
+    plan = SplitPlan(folds=args.folds, fold_regex=args.fold_regex, test_regex=args.test_regex, seed=args.seed)
+    results, info = run_eval(args.src, args.encoders.split(","), out, options, plan, k=args.k)
     paths = write_report(results, info, out)
     if args.json:
         print(json.dumps(summary_json(results, info), indent=2, default=str))

@@ -23,15 +23,18 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from simsearch.evaluation.robustness import markdown_table, run_robustness, write_report
+    from simsearch.evaluation.robustness import RobustnessRun, markdown_table, run_robustness, write_report
     from simsearch.indexing.options import IndexOptions
 
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, pooling=args.pooling, layer=args.layer,
                         **conditioning(args))
     perturbations = [p.strip() for p in args.perturbations.split(",") if p.strip()] if args.perturbations else None
-    result = run_robustness(args.src, args.encoder, opts.encoder_options(), args.checkpoint, args.label_regex,
-                            args.limit, perturbations, args.seed, args.window, None, args.device, args.batch_size,
-                            args.max_duration, progress=not args.quiet, fingerprint=args.fingerprint is not False)
+    run = RobustnessRun(encoder=args.encoder, options=opts.encoder_options(), checkpoint=args.checkpoint,
+                        label_regex=args.label_regex, limit=args.limit, perturbations=perturbations, seed=args.seed,
+                        window_s=args.window, device=args.device, batch_size=args.batch_size,
+                        max_duration_s=args.max_duration, fingerprint=args.fingerprint is not False,
+                        progress=not args.quiet)
+    result = run_robustness(args.src, run)
     results = {args.encoder: result}
     if args.out:
         command = command_line(args)
@@ -52,6 +55,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     from simsearch.audio.perturb import PERTURBATIONS
     from simsearch.encoders import DEFAULT_ENCODER
+    from simsearch.indexing.options import DEFAULT_WINDOW_S
 
     s = subparsers.add_parser("robustness", help="perturb each clip (level, noise, MP3, low-pass, delay, crop) and "
                                                  "measure whether search still finds the original")
@@ -67,7 +71,8 @@ def register(subparsers) -> None:
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")
     s.add_argument("--perturbations", help=f"comma-separated subset of: {', '.join(PERTURBATIONS)}")
     s.add_argument("--seed", type=int, default=0, help="seed for the subset and the noise (default 0)")
-    s.add_argument("--window", type=float, default=10.0, help="window length in seconds, as in the index (default 10)")
+    s.add_argument("--window", type=float, default=DEFAULT_WINDOW_S,
+                   help=f"window length in seconds, as in the index (default {DEFAULT_WINDOW_S:g})")
     s.add_argument("--max-duration", type=float, default=120.0, help="skip files longer than this (default 120 s)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=16)

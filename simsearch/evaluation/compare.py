@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +20,7 @@ import numpy as np
 from simsearch.classify.knn import KNN_K, file_vectors, knn_scores
 from simsearch.classify.probe import fit_probe
 from simsearch.errors import SimsearchError
+from simsearch.indexing.options import IndexOptions
 
 log = logging.getLogger(__name__)
 RETRIEVAL_AT = 10
@@ -205,47 +206,50 @@ def evaluate_set(name: str, data: LabelledSet, splits: list[Split], k: int = KNN
     return EncoderResult(name, classes, y_true, knn_pred, probe_pred, metrics)
 
 
-def embed_with(src: str | Path, encoder: str, cache: Path, label_regex: str | None = None,
-               window_s: float | None = None, hop_s: float | None = None, device: str = "auto",
-               batch_size: int = 32, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(row paths, row embeddings) of src under one encoder, via the resumable indexer into `cache`."""
+@dataclass(frozen=True)
+class SplitPlan:
+    """How files are split for cross-validation: folds from a regex over names, a fixed test regex, or stratified."""
+
+    folds: int = 5
+    fold_regex: str | None = None
+    test_regex: str | None = None
+    seed: int = 0
+
+
+def embed_with(src: str | Path, cache: Path, options: IndexOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(row paths, row embeddings) of src under options.encoder, via the resumable indexer into `cache`."""
     from simsearch.indexing.job import run_index
-    from simsearch.indexing.options import IndexOptions
     from simsearch.search.index import Index
 
-    opts = IndexOptions(encoder=encoder, label_regex=label_regex, window_s=window_s, hop_s=hop_s, device=device,
-                        batch_size=batch_size, progress=progress)
-    summary = run_index(src, cache, opts)
-    log.info("%s: %s", encoder, summary.line())
-    index = Index.open(cache, device=device)
+    summary = run_index(src, cache, options)
+    log.info("%s: %s", options.encoder, summary.line())
+    index = Index.open(cache, device=options.device)
     return index.rows["path"].to_numpy(), index.embeddings()
 
 
-def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, label_regex: str | None = None,
-             folds: int = 5, fold_regex: str | None = None, test_regex: str | None = None, k: int = KNN_K,
-             window_s: float | None = None, hop_s: float | None = None, device: str = "auto", seed: int = 0,
-             batch_size: int = 32, progress: bool = True) -> tuple[dict[str, EncoderResult], dict]:
-    """Embed src with each encoder (cached under out/cache/ENCODER) and evaluate; returns (results, run info)."""
+def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, options: IndexOptions | None = None,
+             plan: SplitPlan = SplitPlan(), k: int = KNN_K) -> tuple[dict[str, EncoderResult], dict]:
+    """Embed src with each encoder (indexed as `options` say, cached under out/cache/ENCODER) and evaluate each on the
+    same splits; returns (results, run info)."""
     from simsearch.indexing.sources import collect
 
+    options = options or IndexOptions()
     encoders = [e.strip() for e in encoders if e.strip()]
     if not encoders:
         raise SimsearchError("name at least one encoder: --encoders spectral,yamnet")
-    items, _ = collect(src, label_regex)
+    items, _ = collect(src, options.label_regex)
     label_by_path = {it.path: it.label for it in items}
     out = Path(out)
     results: dict[str, EncoderResult] = {}
-    info: dict = {"src": str(Path(src).absolute()), "label_regex": label_regex, "k": k, "seed": seed}
+    info: dict = {"src": str(Path(src).absolute()), "label_regex": options.label_regex, "k": k, "seed": plan.seed}
     for name in encoders:
-        paths, emb = embed_with(src, name, out / "cache" / name, label_regex, window_s, hop_s, device, batch_size,
-                                progress)
+        paths, emb = embed_with(src, out / "cache" / name, replace(options, encoder=name))
         data = labelled_set(paths, emb, label_by_path.get)
-        splits, how = make_splits(data.paths, data.labels, folds, fold_regex, test_regex, seed)
+        splits, how = make_splits(data.paths, data.labels, plan.folds, plan.fold_regex, plan.test_regex, plan.seed)
         info.setdefault("splits", how)
         info.setdefault("classes", data.class_counts())
         info.setdefault("dropped_classes", data.dropped)
         info.setdefault("unlabelled_files", data.unlabelled)
         log.info("%s: %d files, %s", name, len(data.labels), how)
-        results[name] = evaluate_set(name, data, splits, k, seed)
+        results[name] = evaluate_set(name, data, splits, k, plan.seed)
     return results, info
-

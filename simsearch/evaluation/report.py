@@ -39,15 +39,19 @@ def _pct(v: float) -> str:
 def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -> list[str]:
     """Sentences drawn from the numbers: ranking, baseline, whether frozen features suffice, errors, fine-tuning."""
     order = rank(results)
-    best = order[0]
-    bm = results[best].metrics
+    return (_ranking_notes(results, order) + _baseline_notes(results, order, baseline)
+            + _error_notes(results[order[0]], baseline) + _finetune_notes(results, order, baseline))
+
+
+def _ranking_notes(results: dict[str, EncoderResult], order: list[str]) -> list[str]:
+    """The ranking, whether the top two are within noise, and which space is better for search."""
+    best, bm = order[0], results[order[0]].metrics
     n = bm["n_test"]
     notes = ["Ranking (probe accuracy, then kNN accuracy, then mAP): " + ", ".join(
         f"{i}. {name} ({results[name].metrics['probe_accuracy']:.3f})" for i, name in enumerate(order, 1)) + "."]
     se = _stderr(bm["probe_accuracy"], n)
     if len(order) > 1:
-        second = results[order[1]].metrics["probe_accuracy"]
-        gap = bm["probe_accuracy"] - second
+        gap = bm["probe_accuracy"] - results[order[1]].metrics["probe_accuracy"]
         if gap < 2 * se:
             notes.append(f"{best} and {order[1]} are within noise of each other (gap {_pct(gap)}, about "
                          f"{gap / se:.1f} standard errors over {n} test files).")
@@ -56,38 +60,47 @@ def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -
         km = results[by_knn].metrics
         notes.append(f"For search rather than labelling, {by_knn} is the better space: kNN {km['knn_accuracy']:.3f} vs "
                      f"{bm['knn_accuracy']:.3f}, retrieval mAP {km['map']:.3f} vs {bm['map']:.3f} for {best}.")
-    if baseline in results:
-        base = results[baseline].metrics
-        notes.append(f"Baseline first: the handcrafted {baseline} features reach probe accuracy "
-                     f"{base['probe_accuracy']:.3f}, kNN {base['knn_accuracy']:.3f}, mAP {base['map']:.3f}.")
-        frozen = [e for e in order if e != baseline]
-        if frozen:
-            top = frozen[0]
-            tm = results[top].metrics
-            d_probe, d_knn = tm["probe_accuracy"] - base["probe_accuracy"], tm["knn_accuracy"] - base["knn_accuracy"]
-            if d_probe > 2 * _stderr(base["probe_accuracy"], n):
-                notes.append(f"The best frozen encoder, {top}, beats the baseline by {100 * d_probe:+.1f} points "
-                             f"(probe) and {100 * d_knn:+.1f} points (kNN).")
-            elif d_probe >= -2 * _stderr(base["probe_accuracy"], n):
-                notes.append(f"The best frozen encoder, {top}, is level with the baseline ({100 * d_probe:+.1f} "
-                             f"points probe, {100 * d_knn:+.1f} kNN): pretrained features add little here.")
-            else:
-                notes.append(f"No frozen encoder beats the baseline: the best, {top}, is {100 * -d_probe:.1f} points "
-                             f"below it; its pretraining does not fit this task.")
+    return notes
+
+
+def _baseline_notes(results: dict[str, EncoderResult], order: list[str], baseline: str) -> list[str]:
+    """How the handcrafted baseline does, and whether the best frozen encoder beats it beyond noise."""
+    if baseline not in results:
+        return [f"No handcrafted baseline was run; add `{baseline}` to --encoders so gains are measured against it."]
+    base = results[baseline].metrics
+    notes = [f"Baseline first: the handcrafted {baseline} features reach probe accuracy "
+             f"{base['probe_accuracy']:.3f}, kNN {base['knn_accuracy']:.3f}, mAP {base['map']:.3f}."]
+    frozen = [e for e in order if e != baseline]
+    if not frozen:
+        return notes
+    top, tm = frozen[0], results[frozen[0]].metrics
+    d_probe, d_knn = tm["probe_accuracy"] - base["probe_accuracy"], tm["knn_accuracy"] - base["knn_accuracy"]
+    noise = 2 * _stderr(base["probe_accuracy"], results[order[0]].metrics["n_test"])
+    if d_probe > noise:
+        notes.append(f"The best frozen encoder, {top}, beats the baseline by {100 * d_probe:+.1f} points "
+                     f"(probe) and {100 * d_knn:+.1f} points (kNN).")
+    elif d_probe >= -noise:
+        notes.append(f"The best frozen encoder, {top}, is level with the baseline ({100 * d_probe:+.1f} "
+                     f"points probe, {100 * d_knn:+.1f} kNN): pretrained features add little here.")
     else:
-        notes.append(f"No handcrafted baseline was run; add `{baseline}` to --encoders so gains are measured "
-                     "against it.")
-    acc = _best_acc(bm)
+        notes.append(f"No frozen encoder beats the baseline: the best, {top}, is {100 * -d_probe:.1f} points "
+                     f"below it; its pretraining does not fit this task.")
+    return notes
+
+
+def _error_notes(result: EncoderResult, baseline: str) -> list[str]:
+    """Whether the best encoder solves the task, which confusions remain, and probe against kNN."""
+    best, bm = result.name, result.metrics
+    n, acc = bm["n_test"], _best_acc(bm)
     errors = int(round((1 - bm["probe_accuracy"]) * n))
     what = "the handcrafted baseline" if best == baseline else "frozen features"
     if acc >= ENOUGH:
-        notes.append(f"With {what} the task is already solved: {best} labels {_pct(acc)} of test files correctly "
-                     f"({errors} probe errors of {n}).")
+        notes = [f"With {what} the task is already solved: {best} labels {_pct(acc)} of test files correctly "
+                 f"({errors} probe errors of {n})."]
     elif acc >= CLOSE:
-        notes.append(f"With {what} the task is nearly solved: {best} reaches {_pct(acc)} and leaves "
-                     f"{_pct(1 - acc)} errors.")
+        notes = [f"With {what} the task is nearly solved: {best} reaches {_pct(acc)} and leaves {_pct(1 - acc)} errors."]
     else:
-        notes.append(f"With {what} the task is not solved: the best, {best}, reaches only {_pct(acc)}.")
+        notes = [f"With {what} the task is not solved: the best, {best}, reaches only {_pct(acc)}."]
     pairs = bm["confused_probe"]
     if pairs and errors:
         share = sum(c for _, _, c in pairs[:3]) / errors
@@ -103,32 +116,37 @@ def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -
     elif gap < -0.02:
         notes.append(f"kNN beats the probe by {100 * -gap:.1f} points for {best}: classes look multi-modal or too "
                      "small for a linear head; neighbours carry the signal.")
+    return notes
+
+
+def _finetune_notes(results: dict[str, EncoderResult], order: list[str], baseline: str) -> list[str]:
+    """Whether the next rung, fine-tuning, is worth its cost here, and from which encoder."""
+    best = order[0]
+    acc = _best_acc(results[best].metrics)
     pretrained = next((e for e in order if e != baseline), None)
     beats = pretrained is not None and (baseline not in results or order.index(pretrained) < order.index(baseline))
     _, counts = np.unique(results[best].y_true.astype(str), return_counts=True)
     median = int(np.median(counts))
     if acc >= ENOUGH:
         left = f"at most {_pct(1 - acc)} of files are left to win" if acc < 1 else "no test file is left to win"
-        notes.append(f"Fine-tuning does not look justified: {left}.")
-    elif pretrained is None:
-        notes.append("Evaluate pretrained encoders before considering fine-tuning.")
-    elif not beats:
+        return [f"Fine-tuning does not look justified: {left}."]
+    if pretrained is None:
+        return ["Evaluate pretrained encoders before considering fine-tuning."]
+    if not beats:
         deficit = results[baseline].metrics["probe_accuracy"] - results[pretrained].metrics["probe_accuracy"]
-        notes.append(f"Fine-tuning is not the next step: no pretrained encoder here beats the handcrafted baseline, "
-                     f"so try frozen encoders pretrained closer to this task first; fine-tuning {pretrained} would "
-                     f"have to make up its {100 * deficit:.1f}-point deficit before it could help.")
-    elif median < SMALL_CLASS:
-        notes.append(f"Fine-tuning has room to help ({_pct(1 - acc)} errors left) but not with this data: classes are "
-                     f"small (median {median} files, smallest {int(counts.min())}), so fine-tuning {pretrained} would "
-                     "overfit; collect more labelled clips (or merge overlapping classes) first, and treat gaps of a "
-                     "few points as noise.")
-    elif acc >= CLOSE:
-        notes.append(f"Fine-tuning may be worth a try only if the confusions above matter: start from {pretrained} "
-                     "and compare against this frozen probe on the same folds.")
-    else:
-        notes.append(f"Fine-tuning looks justified: start from {pretrained}, the best pretrained encoder, and compare "
-                     "against this frozen probe on the same folds.")
-    return notes
+        return [f"Fine-tuning is not the next step: no pretrained encoder here beats the handcrafted baseline, "
+                f"so try frozen encoders pretrained closer to this task first; fine-tuning {pretrained} would "
+                f"have to make up its {100 * deficit:.1f}-point deficit before it could help."]
+    if median < SMALL_CLASS:
+        return [f"Fine-tuning has room to help ({_pct(1 - acc)} errors left) but not with this data: classes are "
+                f"small (median {median} files, smallest {int(counts.min())}), so fine-tuning {pretrained} would "
+                "overfit; collect more labelled clips (or merge overlapping classes) first, and treat gaps of a "
+                "few points as noise."]
+    if acc >= CLOSE:
+        return [f"Fine-tuning may be worth a try only if the confusions above matter: start from {pretrained} "
+                "and compare against this frozen probe on the same folds."]
+    return [f"Fine-tuning looks justified: start from {pretrained}, the best pretrained encoder, and compare "
+            "against this frozen probe on the same folds."]
 
 
 def summary_json(results: dict[str, EncoderResult], info: dict) -> dict:

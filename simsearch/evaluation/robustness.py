@@ -30,10 +30,10 @@ from simsearch.audio.resample import resample
 from simsearch.audio.windows import split_windows
 from simsearch.encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from simsearch.errors import SimsearchError
+from simsearch.indexing.options import DEFAULT_WINDOW_S
 from simsearch.vectors import pooled
 
 log = logging.getLogger(__name__)
-DEFAULT_WINDOW_S = 10.0
 MAX_RATE = 48000  # files above this are decoded at 48 kHz; every encoder here runs at or below it
 
 
@@ -154,47 +154,60 @@ def match_scores(table: LandmarkTable | None, waves: Sequence[np.ndarray], rates
     return np.stack([table.scores(*query_landmarks(x, sr)) for x, sr in zip(waves, rates)])
 
 
-def run_robustness(src: str | Path, encoder: str = DEFAULT_ENCODER, options: dict | None = None,
-                   checkpoint: str | None = None,
-                   label_regex: str | None = None, limit: int | None = None,
-                   perturbations: Sequence[str] | None = None, seed: int = 0, window_s: float = DEFAULT_WINDOW_S,
-                   hop_s: float | None = None, device: str = "auto", batch_size: int = 16,
-                   max_duration_s: float | None = 120.0, progress: bool = True,
-                   enc: Encoder | None = None, fingerprint: bool = True) -> RobustnessResult:
-    """Perturb every clip of src, embed originals and copies with one encoder, report recovery per perturbation
-    (ranked as a search ranks them: with the landmark bonus unless fingerprint=False, as in an index made
-    with --no-fingerprint)."""
-    names = list(perturbations) if perturbations else list(PERTURBATIONS)
+@dataclass(frozen=True)
+class RobustnessRun:
+    """What a robustness run embeds with (as an index would) and which clips and changes it tries."""
+
+    encoder: str = DEFAULT_ENCODER
+    options: dict = field(default_factory=dict)  # encoder options as index.json records them (pooling, conditioning)
+    checkpoint: str | None = None
+    label_regex: str | None = None
+    limit: int | None = None  # a seeded random subset of this many clips
+    perturbations: Sequence[str] | None = None  # None: all of PERTURBATIONS
+    seed: int = 0
+    window_s: float = DEFAULT_WINDOW_S
+    hop_s: float | None = None
+    device: str = "auto"
+    batch_size: int = 16
+    max_duration_s: float | None = 120.0
+    fingerprint: bool = True  # rank with the landmark bonus, as an index with fingerprints does
+    progress: bool = True
+
+
+def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: Encoder | None = None) -> RobustnessResult:
+    """Perturb every clip of src, embed originals and copies with one encoder (`enc`, or the one `run` names), and
+    report recovery per perturbation, ranked as a search ranks them."""
+    names = list(run.perturbations) if run.perturbations else list(PERTURBATIONS)
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
         raise SimsearchError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
-    options = {k: v for k, v in (options or {}).items() if v is not None}
-    items = pick_items(src, label_regex, limit, seed)
-    clips, errors = load_clips(items, max_duration_s)
+    options = {k: v for k, v in run.options.items() if v is not None}
+    items = pick_items(src, run.label_regex, run.limit, run.seed)
+    clips, errors = load_clips(items, run.max_duration_s)
     if len(clips) < 2:
         raise SimsearchError(f"{src}: need at least 2 readable labelled clips, found {len(clips)}")
-    enc = enc or get_encoder(encoder, checkpoint, device, **options)
+    enc = enc or get_encoder(run.encoder, run.checkpoint, run.device, **options)
     labels = [c.label for c in clips]
     rates = [c.sample_rate for c in clips]
     embed: Callable[[list[np.ndarray]], np.ndarray] = lambda waves: embed_clips(  # noqa: E731
-        enc, waves, rates, window_s, hop_s, batch_size)
-    bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not progress)
+        enc, waves, rates, run.window_s, run.hop_s, run.batch_size)
+    bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not run.progress)
     originals = embed([c.samples for c in clips])
-    table = LandmarkTable.build([index_landmarks(c.samples, c.sample_rate) for c in clips]) if fingerprint else None
+    table = LandmarkTable.build([index_landmarks(c.samples, c.sample_rate) for c in clips]) if run.fingerprint else None
     clean_match = match_scores(table, [c.samples for c in clips], rates)
     rows = {"clean": {**recovery(originals, originals, labels, clean_match),
                       "loo_p1": neighbour_accuracy(originals, labels, clean_match)}}
     bar.update(1)
     for name in names:
-        copies = [perturb(name, c.samples, c.sample_rate, clip_seed(seed, i, name)) for i, c in enumerate(clips)]
+        copies = [perturb(name, c.samples, c.sample_rate, clip_seed(run.seed, i, name)) for i, c in enumerate(clips)]
         rows[name] = recovery(originals, embed(copies), labels, match_scores(table, copies, rates))
         bar.update(1)
         log.info("%s: %s", name, rows[name])
     bar.close()
     info = {"src": str(Path(src).absolute()), "encoder": enc.describe(), "options": options,
-            "label_regex": label_regex, "limit": limit, "seed": seed, "n_clips": len(clips),
-            "n_classes": len(set(labels)), "window_s": window_s, "hop_s": hop_s, "errors": errors,
-            "fingerprint": fingerprint,
+            "label_regex": run.label_regex, "limit": run.limit, "seed": run.seed, "n_clips": len(clips),
+            "n_classes": len(set(labels)), "window_s": run.window_s, "hop_s": run.hop_s, "errors": errors,
+            "fingerprint": run.fingerprint,
             "perturbations": {n: PERTURBATIONS[n].summary for n in names}}
     return RobustnessResult(rows, info)
 

@@ -5,11 +5,12 @@ import numpy as np
 from tqdm import tqdm
 
 from simsearch.encoders import Encoder
+from simsearch.indexing.assemble import FileAssembler
 from simsearch.indexing.options import IndexOptions
-from simsearch.indexing.reader import Chunk, stream_chunks
+from simsearch.indexing.reader import Chunk, ReadSettings, stream_chunks
 from simsearch.indexing.sources import Item
 from simsearch.indexing.writer import ErrorLog, ShardWriter
-from simsearch.store.folder import LANDMARKS, IndexDir
+from simsearch.store.folder import IndexDir
 
 BUCKET_BATCHES = 4  # windows gathered before sorting by length: enough to cut padding, few enough to bound memory
 
@@ -42,47 +43,30 @@ def _embed_files(d: IndexDir, enc: Encoder, todo: list[Item], shas: dict, option
     extras = {k: v.shape[-1] for k, v in enc.embed_batch([np.zeros(enc.sample_rate, np.float32) + 1e-3]).items()
               if k != "embedding"}
     writer = ShardWriter(d, enc.dim, extras, options.shard_rows, next_id, bool(options.fingerprint))
-    pending: list = []  # (item index, window index, samples)
-    state: dict[int, dict] = {}  # item index -> {"windows": [(offset, dur)], "out": {wi: output}, "last": bool}
-    indexed = 0
     bar = tqdm(total=len(todo), desc=f"embedding ({enc.name})", unit="file", disable=not options.progress)
-
-    def finish_ready() -> None:
-        nonlocal indexed
-        for i in [i for i, s in state.items() if s["last"] and len(s["out"]) == len(s["windows"])]:
-            s = state.pop(i)
-            outs = [{**s["out"][k], LANDMARKS: s["landmarks"][k]} for k in range(len(s["windows"]))]
-            writer.add_file(todo[i], shas[todo[i].path], s.get("sr", enc.sample_rate), s["windows"], outs)
-            indexed += 1
-            bar.update(1)
+    files = FileAssembler(writer, todo, shas, errors, bar)
+    pending: list = []  # (item index, window index, samples) waiting for a batch
+    seen: dict[int, int] = {}  # item index -> windows read so far
 
     def absorb(results: list) -> None:
-        for i, wi, out in results:
-            if i in state:
-                state[i]["out"][wi] = out
+        for item, index, out in results:
+            files.output(item, index, out)
 
-    chunks = stream_chunks([t.path for t in todo], enc.sample_rate, options.window_s, options.hop_s, options.num_workers,
-                           options.max_duration_s, bool(options.fingerprint))
-    for chunk in chunks:
-        chunk: Chunk
-        s = state.setdefault(chunk.item, {"windows": [], "out": {}, "landmarks": [], "last": False})
+    chunk: Chunk
+    for chunk in stream_chunks([t.path for t in todo], ReadSettings.of(options, enc.sample_rate), options.num_workers):
         if chunk.error:
-            state.pop(chunk.item)
             pending[:] = [p for p in pending if p[0] != chunk.item]
-            errors.add(todo[chunk.item].path, chunk.error)
-            bar.update(1)
+            files.fail(chunk.item, chunk.error)
             continue
         for w in chunk.windows:
-            pending.append((chunk.item, len(s["windows"]), w.samples))
-            s["windows"].append((w.offset_s, w.duration_s))
-            s["landmarks"].append(w.landmarks)
-            s["sr"] = w.source_rate
-        s["last"] = chunk.last
+            n = seen.get(chunk.item, 0)
+            seen[chunk.item] = n + 1
+            files.window(chunk.item, n, w.offset_s, w.duration_s, w.source_rate, w.landmarks)
+            pending.append((chunk.item, n, w.samples))
+        if chunk.last:
+            files.total(chunk.item, seen.pop(chunk.item, 0))
         absorb(_embed_pending(enc, pending, options.batch_size, flush_all=False))
-        finish_ready()
     absorb(_embed_pending(enc, pending, options.batch_size, flush_all=True))
-    finish_ready()
     writer.flush()
     bar.close()
-    return indexed
-
+    return files.written

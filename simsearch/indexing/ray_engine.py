@@ -15,21 +15,21 @@ from tqdm import tqdm
 
 from simsearch.encoders import Encoder, get_encoder
 from simsearch.errors import SimsearchError
+from simsearch.indexing.assemble import FileAssembler
+from simsearch.indexing.reader import ReadSettings, WindowStream
+from simsearch.indexing.writer import ErrorLog, ShardWriter
 from simsearch.store.folder import LANDMARKS
 
 log = logging.getLogger(__name__)
 DONE, WINDOW, ERROR = 0, 1, 2  # row kinds: end-of-file marker (carries the window count), a window, a bad file
 
 
-def decode_file(row: dict, sample_rate: int, window_s: float, hop_s: float,
-                max_duration_s: float | None, fingerprint: bool = False) -> Iterator[dict]:
+def decode_file(row: dict, settings: ReadSettings) -> Iterator[dict]:
     """One file's windows as rows, then a DONE marker with their count (or one ERROR row); streams long files."""
-    from simsearch.indexing.reader import WindowStream
-
     base = {"item": int(row["item"]), "offset_s": 0.0, "duration_s": 0.0, "source_rate": 0, "error": "",
             LANDMARKS: b""}
     n = 0
-    for chunk in WindowStream([row["path"]], sample_rate, window_s, hop_s, max_duration_s, fingerprint).read_file(0):
+    for chunk in WindowStream([row["path"]], settings).read_file(0):
         if chunk.error:
             yield {**base, "kind": ERROR, "window": -1, "samples": np.zeros(1, np.float32), "error": chunk.error}
             return
@@ -81,9 +81,7 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
 
 
 def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: int, errors) -> int:
-    """Same contract as indexer._embed_files: embed `todo`, write their rows through a ShardWriter, return files done."""
-    from simsearch.indexing.writer import ShardWriter
-
+    """Same contract as the local engine: embed `todo`, write their rows through a ShardWriter, return files done."""
     if not todo:
         return 0
     import ray
@@ -100,9 +98,7 @@ def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: i
         writer = ShardWriter(d, enc.dim, extras, options.shard_rows, next_id, bool(options.fingerprint))
         ds = ray.data.from_items([{"item": i, "path": t.path} for i, t in enumerate(todo)],
                                  override_num_blocks=min(len(todo), 200))
-        ds = ds.flat_map(decode_file, fn_kwargs={"sample_rate": enc.sample_rate, "window_s": options.window_s,
-                                                 "hop_s": options.hop_s, "max_duration_s": options.max_duration_s,
-                                                 "fingerprint": bool(options.fingerprint)})
+        ds = ds.flat_map(decode_file, fn_kwargs={"settings": ReadSettings.of(options, enc.sample_rate)})
         ds = ds.map_batches(Embedder, batch_size=options.batch_size, batch_format="numpy", **_actor_resources(options),
                             fn_constructor_kwargs={"name": enc.name if enc.name else options.encoder,
                                                    "checkpoint": options.checkpoint, "device": _actor_device(options),
@@ -131,36 +127,22 @@ def _actor_device(options) -> str:
     return "cuda" if ray.cluster_resources().get("GPU", 0) and options.device in ("auto", "cuda") else "cpu"
 
 
-def _collect(ds, todo: list, shas: dict, writer, errors, enc: Encoder, options) -> int:
+def _collect(ds, todo: list, shas: dict, writer: ShardWriter, errors: ErrorLog, enc: Encoder, options) -> int:
     """Gather rows per file as they stream back; a file goes to the writer once its marker and all windows are in."""
-    state: dict[int, dict] = {}
-    indexed = 0
     bar = tqdm(total=len(todo), desc=f"embedding ({enc.name}, ray)", unit="file", disable=not options.progress)
-    extras = [k for k in writer.extras]
+    files = FileAssembler(writer, todo, shas, errors, bar)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for j in range(len(batch["kind"])):
-            i, kind = int(batch["item"][j]), int(batch["kind"][j])
+            item, kind, index = int(batch["item"][j]), int(batch["kind"][j]), int(batch["window"][j])
             if kind == ERROR:
-                state.pop(i, None)
-                errors.add(todo[i].path, str(batch["error"][j]))
-                bar.update(1)
-                continue
-            s = state.setdefault(i, {"n": None, "rows": {}, "sr": 0})
-            if kind == DONE:
-                s["n"] = int(batch["window"][j])
+                files.fail(item, str(batch["error"][j]))
+            elif kind == DONE:
+                files.total(item, index)
             else:
-                out = {"embedding": batch["embedding"][j], **{k: batch[k][j] for k in extras},
-                       LANDMARKS: bytes(batch[LANDMARKS][j])}
-                s["rows"][int(batch["window"][j])] = ((float(batch["offset_s"][j]), float(batch["duration_s"][j])), out)
-                s["sr"] = int(batch["source_rate"][j])
-            if s["n"] is not None and len(s["rows"]) == s["n"]:
-                state.pop(i)
-                rows = [s["rows"][w] for w in range(s["n"])]
-                writer.add_file(todo[i], shas[todo[i].path], s["sr"] or enc.sample_rate, [r[0] for r in rows],
-                                [r[1] for r in rows])
-                indexed += 1
-                bar.update(1)
+                files.window(item, index, float(batch["offset_s"][j]), float(batch["duration_s"][j]),
+                             int(batch["source_rate"][j]), bytes(batch[LANDMARKS][j]))
+                files.output(item, index, {"embedding": batch["embedding"][j],
+                                           **{k: batch[k][j] for k in writer.extras}})
     writer.flush()
     bar.close()
-    return indexed
-
+    return files.written

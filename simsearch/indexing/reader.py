@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,7 +14,26 @@ from simsearch.audio.fingerprint import index_landmarks
 from simsearch.audio.windows import Window
 from simsearch.errors import AudioError
 
+if TYPE_CHECKING:
+    from simsearch.indexing.options import IndexOptions
+
 CHUNK_WINDOWS = 16  # windows per message: bounds worker memory for hour-long files
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How every file of a run is read: the encoder's rate, the windows, the length limit, landmarks or not."""
+
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    max_duration_s: float | None = None
+    fingerprint: bool = False
+
+    @classmethod
+    def of(cls, options: IndexOptions, sample_rate: int) -> ReadSettings:
+        """The settings an indexing run reads with (its options' windows resolved against the index's record)."""
+        return cls(sample_rate, options.window_s, options.hop_s, options.max_duration_s, bool(options.fingerprint))
 
 
 @dataclass
@@ -29,11 +49,8 @@ class Chunk:
 class WindowStream(IterableDataset):
     """Yields Chunks for the given file paths; workers take every n-th file."""
 
-    def __init__(self, paths: list[str], sample_rate: int, window_s: float, hop_s: float,
-                 max_duration_s: float | None = None, fingerprint: bool = False):
-        self.paths, self.sample_rate = paths, sample_rate
-        self.window_s, self.hop_s, self.max_duration_s = window_s, hop_s, max_duration_s
-        self.fingerprint = fingerprint
+    def __init__(self, paths: list[str], settings: ReadSettings):
+        self.paths, self.settings = paths, settings
 
     def __iter__(self):
         info = get_worker_info()
@@ -42,11 +59,13 @@ class WindowStream(IterableDataset):
             yield from self.read_file(i)
 
     def read_file(self, i: int):
+        """One file's Chunks; a file the decoder rejects yields a single Chunk with the reason."""
+        st = self.settings
         pending: list[Window] = []
         try:
-            for w in iter_windows(self.paths[i], self.sample_rate, self.window_s, self.hop_s, self.max_duration_s):
-                if self.fingerprint:  # here, in the worker, so the encoder's cores never do it
-                    w.landmarks = index_landmarks(w.samples, self.sample_rate)
+            for w in iter_windows(self.paths[i], st.sample_rate, st.window_s, st.hop_s, st.max_duration_s):
+                if st.fingerprint:  # here, in the worker, so the encoder's cores never do it
+                    w.landmarks = index_landmarks(w.samples, st.sample_rate)
                 pending.append(w)
                 if len(pending) == CHUNK_WINDOWS:
                     yield Chunk(i, pending)
@@ -73,10 +92,9 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def stream_chunks(paths: list[str], sample_rate: int, window_s: float, hop_s: float, num_workers: int | None = None,
-                  max_duration_s: float | None = None, fingerprint: bool = False):
+def stream_chunks(paths: list[str], settings: ReadSettings, num_workers: int | None = None):
     """Iterate Chunks, decoded in `num_workers` processes (0 = in this process)."""
-    ds = WindowStream(paths, sample_rate, window_s, hop_s, max_duration_s, fingerprint)
+    ds = WindowStream(paths, settings)
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, len(paths))
     if workers == 0:

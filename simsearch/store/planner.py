@@ -15,6 +15,7 @@ FLAT_MAX_ROWS = 100_000  # exact search stays fast enough below this
 HNSW_MAX_ROWS = 1_000_000  # HNSW builds grow slow beyond this on a few cores; IVF-PQ trains on a sample
 IVFPQ_MIN_ROWS = 1000  # fewer rows cannot train 256-centroid PQ codebooks well: stay exact until then
 TARGET_RECALL = 0.95
+TUNE_K = 10  # recall is measured at the k users ask for most (the CLI's default)
 TUNE_MARGIN = 0.02  # calibration queries only stand in for new clips; keep clear of the target
 ID_OVERHEAD = 48  # IDMap2's id_map (8 B) and rev_map hash entry per vector, roughly
 HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -145,16 +146,17 @@ def calibration_queries(vectors: np.ndarray, queries: int, seed: int = 0) -> np.
 
 
 def tune(index: faiss.Index, kind: str, params: dict, vectors: np.ndarray, ids: np.ndarray,
-         target: float = TARGET_RECALL, queries: int = 500, k: int = 10, seed: int = 0) -> tuple[dict, float | None]:
-    """Cheapest knobs whose recall@k against exact search reaches `target` (+ a margin) on calibration queries.
+         target: float = TARGET_RECALL, queries: int = 500) -> tuple[dict, float | None]:
+    """Cheapest knobs whose recall@10 against exact search reaches `target` (+ a margin) on calibration queries.
 
     `vectors` are the L2-normalised rows the index holds, in `ids` order; the queries are drawn from them
     (see calibration_queries). Returns (knobs, recall); when no setting reaches the target, the best one found.
     """
+    k = TUNE_K
     if kind == "flat" or len(ids) <= k + 1:
         return {}, None
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    q = calibration_queries(vectors, queries, seed)
+    q = calibration_queries(vectors, queries, seed=0)
     _, pos = faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
     truth = ids[pos]
     goal = min(target + TUNE_MARGIN, 1.0)
