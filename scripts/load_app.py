@@ -8,6 +8,7 @@ deadline and stops by itself. Prints requests, failures, throughput and latency 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -48,7 +49,7 @@ def main() -> int:
             j += args.clients
             t = time.perf_counter()
             try:
-                res = client.predict(handle_file(str(clip)), args.k, name, api_name="/search_audio")
+                res = json.loads(client.predict(handle_file(str(clip)), args.k, name, api_name="/search_audio"))
                 ok = isinstance(res, list) and len(res) == args.k
                 err = None if ok else f"bad answer: {str(res)[:80]}"
             except Exception as e:  # noqa: BLE001 - every failure counts, whatever it is

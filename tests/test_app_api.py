@@ -1,6 +1,7 @@
 """The Gradio app through its HTTP API (gradio_client), on small indexes built here, plus its helper functions."""
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -18,14 +19,15 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from simsearch.app.media import result_audio, spectrogram_image
-from simsearch.app.service import IndexPool, Limits, check_upload, find_index_dirs, find_similar, source_roots
+from simsearch.app.pool import IndexPool, find_index_dirs, source_roots
+from simsearch.app.service import MAX_LABEL_CHARS, MAX_LABELS, Limits, check_upload, find_similar, parse_labels
 from simsearch.app.ui import build_app, launch
 from simsearch.errors import AudioError, SimsearchError
 from simsearch.indexing.job import run_index
 from simsearch.indexing.options import IndexOptions
 
 LIMITS = Limits(max_upload_mb=1.0, max_duration_s=20.0)
-KEYS = {"rank", "score", "path", "label", "offset_s"}
+KEYS = {"rank", "score", "path", "label", "offset_s", "duration_s", "id"}
 
 
 def make_corpus(root: Path) -> Path:
@@ -78,6 +80,13 @@ def client(server) -> Client:
     return Client(server[1], verbose=False, download_files=False, analytics_enabled=False)
 
 
+def ask(client: Client, *args, api_name: str):
+    """An API call; its answer is JSON text (see simsearch/app/api.py), read back here."""
+    out = client.predict(*args, api_name=api_name)
+    assert isinstance(out, str), out
+    return json.loads(out)
+
+
 def call_raw(url: str, api_name: str, data: list) -> str:
     """POST an API call without gradio_client (which would upload local files itself); returns the SSE text."""
     base = url.rstrip("/") + f"/gradio_api/call/{api_name}"
@@ -90,13 +99,36 @@ def call_raw(url: str, api_name: str, data: list) -> str:
 
 def test_api_names_are_stable(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/search_audio", "/search_text", "/classify", "/index_info"} <= names
+    assert {"/search_audio", "/search_text", "/classify", "/index_info", "/result_audio"} <= names
+
+
+def test_default_client_gets_structured_results(server, corpus, tmp_path):
+    """Issue 15: a default Client (the one "Use via API" shows) took each result for a file and returned paths."""
+    c = Client(server[1], verbose=False, analytics_enabled=False)  # download_files left at its default
+    q = corpus / "long" / "long.wav"
+    x, sr = sf.read(str(q), start=10 * 16000, frames=10 * 16000, dtype="float32")
+    res = json.loads(c.predict(handle_file(str(write(tmp_path / "mid.wav", x, sr))), 3, "ix_spectral",
+                               api_name="/search_audio"))
+    assert [r["rank"] for r in res] == [1, 2, 3] and all(KEYS <= set(r) for r in res), res
+    hit = res[0]
+    assert hit["path"] == str(q.resolve()) and hit["offset_s"] == 10.0 and hit["label"] == "long"
+    assert isinstance(hit["score"], float)
+    text = json.loads(c.predict("white noise", 2, "ix_yamnet", api_name="/search_text"))
+    assert text[0]["label"] == "noise" and KEYS <= set(text[0])
+    out = json.loads(c.predict(handle_file(str(corpus / "low" / "low0.wav")), 3, "", "ix_spectral",
+                               api_name="/classify"))
+    assert out["knn"][0]["label"] == "low" and KEYS <= set(out["neighbours"][0])
+    # the audio of a result: fetched by index and row id, cut to its window on the server, downloaded by the client
+    clip = c.predict("ix_spectral", hit["id"], api_name="/result_audio")
+    y, ysr = sf.read(clip, dtype="float32")
+    assert ysr == sr and len(y) == round(hit["duration_s"] * sr)
+    assert np.allclose(y, x[: len(y)], atol=1 / 2 ** 15)
 
 
 def test_search_audio_finds_same_class(client, corpus):
     # long.wav starts and ends with noise, so its windows are fair neighbours of a noise burst
     for query, labels in [("low/low1.wav", {"low"}), ("high/high2.flac", {"high"}), ("noise/noise3.wav", {"noise", "long"})]:
-        res = client.predict(handle_file(str(corpus / query)), 4, "ix_yamnet", api_name="/search_audio")
+        res = ask(client, handle_file(str(corpus / query)), 4, "ix_yamnet", api_name="/search_audio")
         assert [r["rank"] for r in res] == [1, 2, 3, 4]
         assert all(set(r) == KEYS | {"cosine", "match"} for r in res)  # the index keeps landmark fingerprints
         assert res[0]["path"] == str((corpus / query).resolve()) and res[0]["cosine"] > 0.999
@@ -110,26 +142,26 @@ def test_search_audio_on_second_index_and_window_offset(client, corpus, tmp_path
     x, sr = sf.read(str(corpus / "long" / "long.wav"), start=10 * 16000, frames=10 * 16000)
     q = write(tmp_path / "middle.wav", x, sr)
     for index in ("ix_yamnet", "ix_spectral"):
-        res = client.predict(handle_file(str(q)), 3, index, api_name="/search_audio")
+        res = ask(client, handle_file(str(q)), 3, index, api_name="/search_audio")
         assert res[0]["path"].endswith("long.wav") and res[0]["offset_s"] == 10.0, (index, res)
 
 
 def test_search_text_uses_tag_space(client):
-    res = client.predict("white noise", 4, "ix_yamnet", api_name="/search_text")
+    res = ask(client, "white noise", 4, "ix_yamnet", api_name="/search_text")
     assert len(res) == 4 and all(set(r) == KEYS for r in res)
     assert res[0]["label"] == "noise"
     assert not {r["label"] for r in res} & {"low", "high"}, res
-    res = client.predict("sine wave", 3, "ix_yamnet", api_name="/search_text")
+    res = ask(client, "sine wave", 3, "ix_yamnet", api_name="/search_text")
     assert res[0]["label"] == "low", res
 
 
 def test_search_text_without_text_space_says_so(client):
     with pytest.raises(AppError, match="Text search is not available"):
-        client.predict("white noise", 3, "ix_spectral", api_name="/search_text")
+        ask(client, "white noise", 3, "ix_spectral", api_name="/search_text")
 
 
 def test_classify_knn_probe_and_zero_shot(client, corpus):
-    out = client.predict(handle_file(str(corpus / "noise" / "noise2.wav")), 5, "white noise, sine wave",
+    out = ask(client, handle_file(str(corpus / "noise" / "noise2.wav")), 5, "white noise, sine wave",
                          "ix_yamnet", api_name="/classify")
     assert out["knn"][0]["label"] == "noise"
     assert abs(sum(d["score"] for d in out["knn"]) - 1.0) < 1e-3
@@ -141,15 +173,15 @@ def test_classify_knn_probe_and_zero_shot(client, corpus):
 
 
 def test_classify_without_probe_or_text_space(client, corpus):
-    out = client.predict(handle_file(str(corpus / "low" / "low0.wav")), 3, "", "ix_spectral", api_name="/classify")
+    out = ask(client, handle_file(str(corpus / "low" / "low0.wav")), 3, "", "ix_spectral", api_name="/classify")
     assert out["knn"][0]["label"] == "low" and out["probe"] is None and out["zero_shot"] is None
     assert any("no probe" in n for n in out["notes"])
     with pytest.raises(AppError, match="no text space"):
-        client.predict(handle_file(str(corpus / "low" / "low0.wav")), 3, "dog", "ix_spectral", api_name="/classify")
+        ask(client, handle_file(str(corpus / "low" / "low0.wav")), 3, "dog", "ix_spectral", api_name="/classify")
 
 
 def test_index_info(client, indexes):
-    info = client.predict("ix_spectral", api_name="/index_info")
+    info = ask(client, "ix_spectral", api_name="/index_info")
     assert info["encoder"]["name"] == "spectral" and info["counts"]["files"] == 13 and info["dim"] == 168
 
 
@@ -165,7 +197,7 @@ def test_bad_uploads_get_readable_errors(client, tmp_path, make, message):
     make(tmp_path)
     path = next(tmp_path.iterdir())
     with pytest.raises(AppError, match=message) as err:
-        client.predict(handle_file(str(path)), 3, "ix_yamnet", api_name="/search_audio")
+        ask(client, handle_file(str(path)), 3, "ix_yamnet", api_name="/search_audio")
     assert "Traceback" not in str(err.value)
 
 
@@ -173,7 +205,7 @@ def test_upload_over_size_cap_is_refused(server, client, tmp_path):
     big = write(tmp_path / "big.wav", tone(300, 18.0, 44100), 44100)  # 1.6 MB, under the duration cap
     assert big.stat().st_size > LIMITS.max_upload_mb * 2 ** 20
     with pytest.raises(Exception, match="exceeds the maximum file size"):
-        client.predict(handle_file(str(big)), 3, "ix_yamnet", api_name="/search_audio")
+        ask(client, handle_file(str(big)), 3, "ix_yamnet", api_name="/search_audio")
     with big.open("rb") as f:  # the server itself refuses it too, whatever the client checks
         r = httpx.post(server[1].rstrip("/") + "/gradio_api/upload", files={"files": f}, timeout=30)
     assert r.status_code == 413
@@ -183,9 +215,9 @@ def test_upload_over_size_cap_is_refused(server, client, tmp_path):
 
 def test_empty_text_and_unknown_index(client, corpus):
     with pytest.raises(AppError, match="type what to search for"):
-        client.predict("   ", 3, "ix_yamnet", api_name="/search_text")
+        ask(client, "   ", 3, "ix_yamnet", api_name="/search_text")
     with pytest.raises(Exception, match="nope"):
-        client.predict("noise", 3, "nope", api_name="/search_text")
+        ask(client, "noise", 3, "nope", api_name="/search_text")
 
 
 # ---------------------------------------------------------------------------------------------- what is served
@@ -193,8 +225,8 @@ def test_empty_text_and_unknown_index(client, corpus):
 def test_path_traversal_through_the_api_fails(server, corpus):
     url = server[1].rstrip("/")
     inside = (corpus / "low" / "low0.wav").resolve()
-    assert httpx.get(f"{url}/gradio_api/file={inside}").status_code == 200  # the indexed folder is served
-    for target in ["/etc/passwd", f"{corpus}/../../../../etc/passwd", f"{corpus}/%2e%2e/%2e%2e/etc/passwd",
+    # nothing is served by its source path, not even indexed audio: results play from copies (see test_app_security)
+    for target in [str(inside), "/etc/passwd", f"{corpus}/../../../../etc/passwd", f"{corpus}/%2e%2e/%2e%2e/etc/passwd",
                    str(Path(__file__).resolve())]:
         r = httpx.get(f"{url}/gradio_api/file={target}")
         assert r.status_code in (403, 404), (target, r.status_code)
@@ -226,8 +258,12 @@ def test_result_audio_only_inside_indexed_roots(tmp_path):
     served = pool.get(None)
     assert served.roots == [(tmp_path / "m").resolve()] == source_roots(served.index.info)
     hits = {Path(r["path"]).name: r for r in served.index.search(audio=str(tmp_path / "m" / "near.wav"), k=2)}
-    assert result_audio(served, hits["near.wav"], pool.clip_dir) == str((tmp_path / "m" / "near.wav").resolve())
-    assert result_audio(served, hits["far.wav"], pool.clip_dir) is None
+    near = result_audio(served, hits["near.wav"], pool.clips)
+    assert Path(near).parent == pool.clip_dir  # a copy: the source folder is never handed to Gradio
+    assert Path(near).read_bytes() == (tmp_path / "m" / "near.wav").read_bytes()
+    assert result_audio(served, hits["far.wav"], pool.clips) is None
+    pool.close()
+    assert not pool.clip_dir.exists()
 
 
 def test_window_hit_is_cut_to_its_window(indexes, corpus, tmp_path):
@@ -238,16 +274,61 @@ def test_window_hit_is_cut_to_its_window(indexes, corpus, tmp_path):
     results, x = find_similar(pool, None, q, 2, Limits())
     hit = results[0]
     assert hit["path"].endswith("long.wav") and hit["offset_s"] == 20.0 and hit["duration_s"] == 5.0
-    clip = result_audio(served, hit, pool.clip_dir)
+    clip = result_audio(served, hit, pool.clips)
     assert Path(clip).parent == pool.clip_dir
     y, ysr = sf.read(clip, dtype="float32")
     assert ysr == sr and len(y) == 5 * sr
     assert np.allclose(y, src[20 * sr:], atol=1 / 2 ** 15)  # PCM_16 rounding
-    whole = result_audio(served, {**hit, "path": str(corpus / "low" / "low0.wav"), "offset_s": 0.0,
-                                  "duration_s": 1.0}, pool.clip_dir)
-    assert whole == str((corpus / "low" / "low0.wav").resolve())  # short files play as they are
+    low0 = served.index.rows.query("path.str.endswith('low0.wav')")["id"].item()
+    whole = result_audio(served, {**hit, "id": low0}, pool.clips)
+    assert Path(whole).read_bytes() == (corpus / "low" / "low0.wav").read_bytes()  # short files play as they are
     img = spectrogram_image(x, 16000)
     assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 10  # a drawn picture, not a blank canvas
+
+
+def test_zero_shot_labels_are_capped(client, corpus):
+    """Issue 16: 2000 labels cost a minute of CPU per request; the count and each label's length are capped."""
+    clip = handle_file(str(corpus / "noise" / "noise2.wav"))
+    many = ", ".join(f"label {i}" for i in range(MAX_LABELS + 1))
+    with pytest.raises(AppError, match=f"{MAX_LABELS + 1} zero-shot labels given; the limit is {MAX_LABELS}"):
+        ask(client, clip, 3, many, "ix_yamnet", api_name="/classify")
+    with pytest.raises(AppError, match=f"keep each label under {MAX_LABEL_CHARS}"):
+        ask(client, clip, 3, "dog, " + "x" * (MAX_LABEL_CHARS + 1), "ix_yamnet", api_name="/classify")
+    with pytest.raises(SimsearchError, match="characters in all"):
+        parse_labels("a," * 100_000)
+    assert parse_labels(", ".join(f"l{i}" for i in range(MAX_LABELS))) == [f"l{i}" for i in range(MAX_LABELS)]
+
+
+def test_query_upload_is_deleted_after_use(server, client, corpus, tmp_path):
+    """Issue 16: query uploads stayed on disk until Gradio's daily sweep; now the call deletes its upload."""
+    demo, _ = server
+    upload_dir = demo.simsearch_limits.upload_dir
+    q = write(tmp_path / "query_to_delete_8f3a.wav", tone(230, 1.0, seed=3))
+    ask(client, handle_file(str(q)), 3, "ix_spectral", api_name="/search_audio")
+    with pytest.raises(AppError):  # a failed call deletes its upload too
+        ask(client, handle_file(str(q)), 3, "x" * 2000, "ix_spectral", api_name="/classify")
+    assert not list(upload_dir.rglob(q.name))
+    assert demo.delete_cache == (300, 900)  # and uploads never used in a call go within 15 minutes
+
+
+def test_clip_store_prunes_old_clips_and_removes_its_folder(corpus):
+    """Result clips of a long-running app are deleted once unused for the cache period, and all of them on close."""
+    import os
+    import time
+
+    from simsearch.app.clips import ClipStore
+
+    store = ClipStore(ttl_s=60)
+    a = store.clip(corpus / "low" / "low0.wav", 0.0, None)
+    assert a.parent == store.dir and a.read_bytes() == (corpus / "low" / "low0.wav").read_bytes()
+    assert store.clip(corpus / "low" / "low0.wav", 0.0, None) == a  # reused, not cut again
+    old = time.time() - 120
+    os.utime(a, (old, old))
+    store._last_prune -= 60  # as if 60 s had passed since the last sweep
+    b = store.clip(corpus / "long" / "long.wav", 10.0, 10.0)
+    assert not a.exists() and b.exists() and sf.info(str(b)).duration == 10.0
+    store.close()
+    assert not store.dir.exists()
 
 
 def test_find_index_dirs(indexes, tmp_path):

@@ -1,1 +1,1 @@
-"""The Gradio app: index pool and request checks (service), result audio (media), and the layout (ui)."""
+"""The Gradio app: indexes (pool), requests (service), result audio (media, clips), index text (views), API (api), layout (ui)."""

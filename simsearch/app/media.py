@@ -1,42 +1,47 @@
 """Result audio for the app: clips cut to the matching window, captions, and the query's spectrogram."""
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from simsearch.app.service import Served, inside
+from simsearch.app.clips import ClipStore
+from simsearch.app.pool import Served, inside
 from simsearch.audio.fingerprint import SAME_RECORDING
+from simsearch.errors import SimsearchError
 
-BROWSER_AUDIO = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus")  # played as-is; others become WAV
+
+def row_audio(served: Served, row_id: int, clips: ClipStore) -> Path:
+    """A playable copy of one index row, cut to its window; SimsearchError when it cannot be served.
+
+    Only rows of the index are served, and only while their file lies within the indexed folders (a manifest's
+    folder for a manifest index) and is still audio: never another file beside them.
+    """
+    rows = served.index.rows
+    try:
+        row_id = int(row_id)
+    except (TypeError, ValueError):
+        raise SimsearchError(f"row id must be a whole number (the 'id' of a result), got {row_id!r}") from None
+    if row_id not in rows.index:
+        raise SimsearchError(f"index {served.name!r} has no row {row_id}; use the 'id' of a search result")
+    row = rows.loc[row_id]
+    path = Path(row["path"])
+    if not inside(path, served.roots):
+        raise SimsearchError(f"the audio of row {row_id} is not served: its file lies outside the indexed folders")
+    if not path.is_file():
+        raise SimsearchError(f"the audio of row {row_id} is gone from {path.parent}; re-index to drop it")
+    try:
+        return clips.clip(path, float(row["offset_s"]), float(row["duration_s"]))
+    except (RuntimeError, OSError):  # libsndfile errors are RuntimeErrors
+        raise SimsearchError(f"the file of row {row_id} is no longer readable audio; re-index it") from None
 
 
-def result_audio(served: Served, result: dict, clip_dir: Path) -> str | None:
-    """A playable file for a hit: the file itself, or its window cut out as WAV; None outside the indexed roots."""
-    path = Path(result["path"])
-    if not inside(path, served.roots) or not path.is_file():
+def result_audio(served: Served, result: dict, clips: ClipStore) -> str | None:
+    """For a result row in the UI: its playable clip, or None when it cannot be served."""
+    try:
+        return str(row_audio(served, result["id"], clips))
+    except SimsearchError:
         return None
-    real = path.resolve()
-    info = sf.info(str(real))
-    total = info.frames / info.samplerate
-    offset, dur = float(result["offset_s"]), float(result.get("duration_s") or total)
-    if not is_window(result, total) and real.suffix.lower() in BROWSER_AUDIO:
-        return str(real)
-    key = hashlib.sha1(f"{real}|{real.stat().st_mtime_ns}|{offset:.3f}|{dur:.3f}".encode()).hexdigest()[:12]
-    out = clip_dir / f"{real.stem}_{offset:.1f}s_{key}.wav"
-    if not out.exists():
-        start = round(offset * info.samplerate)
-        data, sr = sf.read(str(real), start=start, frames=round(dur * info.samplerate), dtype="float32",
-                           always_2d=True)
-        fd, tmp = tempfile.mkstemp(dir=clip_dir, suffix=".wav")  # two requests may cut the same window
-        os.close(fd)
-        sf.write(tmp, data, sr, subtype="PCM_16")
-        os.replace(tmp, out)
-    return str(out)
 
 
 def is_window(result: dict, file_seconds: float) -> bool:

@@ -71,15 +71,20 @@ def _ranked(classes: Sequence[str], scores: np.ndarray, top: int | None = None) 
     return [{"label": str(classes[i]), "score": round(float(scores[i]), 6)} for i in order]
 
 
+def labelled_bank(index: "Index", sep: str = LABEL_SEP) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+    """The rows that vote: (normalised embeddings [M, D], their label lists, their row ids); M is 0 without labels."""
+    labels = [split_labels(v, sep) for v in index.rows["label"]]
+    keep = np.fromiter((bool(v) for v in labels), bool, len(labels))
+    return index.embeddings()[keep], [v for v, m in zip(labels, keep) if m], index.rows["id"].to_numpy()[keep]
+
+
 def classify_knn(index: "Index", vector: np.ndarray, k: int = KNN_K) -> list[dict]:
     """Label scores of one query vector from its k nearest labelled rows."""
-    labels = [split_labels(v) for v in index.rows["label"]]
-    keep = np.array([bool(v) for v in labels])
-    if not keep.any():
+    bank, labels, _ = labelled_bank(index)
+    if not labels:
         raise SimsearchError(f"{index.dir.root} has no labelled rows to vote; index with labels (sub-folders, "
                              "--label-regex, or a manifest 'label' column)")
-    bank = index.embeddings()[keep]
-    classes, scores = knn_scores(vector, bank, [v for v, m in zip(labels, keep) if m], k)
+    classes, scores = knn_scores(vector, bank, labels, k)
     voted = scores[0] > 0  # labels no neighbour voted for are left out
     return _ranked([c for c, v in zip(classes, voted) if v], scores[0][voted])
 

@@ -15,11 +15,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (default 50 MB)")
     p.add_argument("--max-duration", type=float, default=600.0,
                    help="longest query clip accepted, in seconds (default 600)")
+    p.add_argument("--cache-minutes", type=float, default=15.0,
+                   help="uploads and result clips older than this are deleted (default 15)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda for the encoders")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from simsearch.app.service import Limits, find_index_dirs
+    from simsearch.app.pool import find_index_dirs
+    from simsearch.app.service import Limits
     from simsearch.app.ui import build_app, launch
 
     dirs = find_index_dirs(args.index)
@@ -27,8 +30,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the app "
               "(it has no login)", file=sys.stderr)
     print(f"loading {len(dirs)} index(es) and their models: {', '.join(map(str, dirs))}", file=sys.stderr)
-    demo = build_app(dirs, Limits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration),
-                     device=args.device)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration,
+                    cache_ttl_s=max(60.0, args.cache_minutes * 60))
+    demo = build_app(dirs, limits, device=args.device)
     launch(demo, host=args.host, port=args.port)
     return 0
 
