@@ -254,3 +254,35 @@ def test_cuda_bf16_matches_cpu_fp32(tiny_ft_ckpt):
     for i in range(len(batch)):
         assert _cos(cpu["embedding"][i], gpu["embedding"][i]) >= 0.99
     np.testing.assert_allclose(cpu["beats_tags"], gpu["beats_tags"], atol=0.02)
+
+
+def test_new_index_stores_the_reference_embedding_of_the_file(tiny_ckpt, tmp_path):
+    """BEATs gets its reference input by default (no loudness / trim): each stored vector is the pooled output of
+    the model on the decoded file itself. Explicit flags still condition it, and are recorded."""
+    import soundfile as sf
+
+    from simsearch.encoders.beats_model import beats_fbank, load_beats_checkpoint
+    from simsearch.indexing.job import run_index
+    from simsearch.indexing.options import IndexOptions
+    from simsearch.search.index import Index
+
+    src = tmp_path / "src"
+    src.mkdir()
+    x = np.concatenate([np.zeros(8000, np.float32), 0.05 * tone(440, 3.0), 0.002 * noise(0.5, seed=4)])
+    sf.write(src / "quiet_late.wav", x, 16000, subtype="FLOAT")  # a late start at about -32 dBFS: both would act
+    run_index(src, tmp_path / "ix", IndexOptions(encoder="beats", checkpoint=str(tiny_ckpt), progress=False,
+                                                 num_workers=1))
+    index = Index.open(tmp_path / "ix", device="cpu")
+    opts = index.info["encoder"]["options"]
+    assert opts["loudness"] is None and opts["trim"] is None
+    model, _, _ = load_beats_checkpoint(tiny_ckpt)
+    with torch.no_grad():
+        ref = model(beats_fbank(torch.from_numpy(x)[None])).hidden.mean(dim=1)[0].numpy()
+    stored = index.embeddings()[0]
+    np.testing.assert_allclose(stored, ref / np.linalg.norm(ref), atol=1e-6)
+
+    run_index(src, tmp_path / "cond", IndexOptions(encoder="beats", checkpoint=str(tiny_ckpt), progress=False,
+                                                   num_workers=1, loudness=-40, trim=40))
+    cond = Index.open(tmp_path / "cond", device="cpu")
+    assert cond.info["encoder"]["options"]["loudness"] == -40.0 and cond.info["encoder"]["options"]["trim"] == 40.0
+    assert cond.encoder.loudness == -40.0 and np.abs(cond.embeddings()[0] - stored).max() > 1e-3

@@ -88,3 +88,26 @@ def test_rank_by_tags_orders_clips():
         text.rank_by_tags("rain", scores[:, :5], CLASSES, k=2)
     with pytest.raises(ValueError):
         text.tag_query_weights("   ", CLASSES)
+
+
+def test_loading_the_sentence_encoder_leaves_the_hub_settings_alone(tmp_path):
+    """The packaged MiniLM loads by path: the process may still use the hub afterwards (a CLAP index opened after
+    a tag index), so neither HF_HUB_OFFLINE nor TRANSFORMERS_OFFLINE may appear, nor the hub's own offline flag."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, os\n"
+            "from simsearch.encoders import tag_text\n"
+            "shape = tag_text.embed_sentences(['a dog barks']).shape\n"
+            "import huggingface_hub.constants as hub\n"
+            "print(json.dumps({'shape': shape, 'HF_HUB_OFFLINE': os.environ.get('HF_HUB_OFFLINE'),\n"
+            "                  'TRANSFORMERS_OFFLINE': os.environ.get('TRANSFORMERS_OFFLINE'),\n"
+            "                  'hub_offline': hub.HF_HUB_OFFLINE}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"shape": [1, 384], "HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "hub_offline": False}

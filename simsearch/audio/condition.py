@@ -5,19 +5,22 @@ import numpy as np
 
 from simsearch.audio.resample import resample
 
-# Conditioning before the encoder, the same for every encoder (Encoder.condition), chosen by the robustness table
-# in docs/benchmarks.md: every clip is scaled to a gated level of -40 dBFS (a quieter or louder copy embeds the same;
-# -40 rather than -20 keeps quiet room noise under YAMNet's log floor) and lead-in / tail more than 40 dB under that
-# level is cut (a copy that starts late embeds the same). `--loudness off --trim off` turns them off.
+# The measured conditioning (docs/benchmarks.md, issue 9), chosen by the robustness table for the offline encoders:
+# every clip is scaled to a gated level of -40 dBFS (a quieter or louder copy embeds the same; -40 rather than -20
+# keeps quiet room noise under YAMNet's log floor) and lead-in / tail more than 40 dB under that level is cut (a
+# copy that starts late embeds the same). Which encoders get it by default is declared per encoder
+# (simsearch.encoders.SPECS, default_conditioning); `--loudness off --trim off` turns it off, numbers override it.
 DEFAULT_LOUDNESS_DB: float | None = -40.0
 DEFAULT_TRIM_DB: float | None = 40.0
 DEFAULT_BANDWIDTH_HZ: float | None = None
 # A pink-noise twin (`--noise-twin 15`) makes search much more robust to noise but doubles the encoder's work and
 # lowered Sonic Pi kNN-10 a little (docs/benchmarks.md), so it is offered, not the default.
 DEFAULT_NOISE_TWIN_DB: float | None = None
-# option -> default for new indexes (see Encoder.condition)
+# option -> its measured value (see Encoder.condition); the keys are every conditioning option there is
 CONDITIONING = {"loudness": DEFAULT_LOUDNESS_DB, "trim": DEFAULT_TRIM_DB, "bandwidth": DEFAULT_BANDWIDTH_HZ,
                 "noise_twin": DEFAULT_NOISE_TWIN_DB}
+# The model's reference input: the clip as decoded, nothing changed (what a pretrained model's own code feeds it).
+REFERENCE_INPUT: dict[str, float | None] = dict.fromkeys(CONDITIONING)
 
 LOUDNESS_BLOCK_S = 0.1  # blocks of 100 ms, hop 50 ms
 LOUDNESS_ABS_GATE_DB = -70.0  # blocks quieter than this are silence

@@ -6,8 +6,10 @@ the sum of its voters' weights divided by the sum over all k, so the scores add 
 neighbour counts for much more than a far one. Rows without a label never vote. A row whose label
 holds ";" ("dog;bark") votes for each part.
 
-Zero-shot: with a CLAP index, labels become prompts "This is a sound of {}." embedded by the
-text tower and scored as softmax(100 * cosine) like CLIP/CLAP. With a YAMNet index, each label is
+Zero-shot: the index's text space decides (simsearch.search.text.text_space). CLAP, alone or as a fused
+part: labels become prompts "This is a sound of {}." embedded by the text tower and scored as
+softmax(100 * cosine) like CLIP/CLAP, the cosine taken between the prompt and the clip's CLAP part (so a
+fusion scores as CLAP alone would). Tags (YAMNet, alone or fused without CLAP): each label is
 mapped onto the 521 AudioSet classes with simsearch.encoders.tag_text.tag_query_weights (the label text itself,
 no template: class names are short nouns) and scored as those weights · the clip's own tag scores,
 i.e. the weighted mean probability that the clip holds the label's AudioSet classes (scores are

@@ -18,23 +18,25 @@ CLAP_LOGIT_SCALE = 100.0
 
 def zero_shot_scores(index: "Index", vector: np.ndarray, extras: dict[str, np.ndarray],
                      labels: Sequence[str]) -> np.ndarray:
-    """Scores [L] of free-text labels for one clip (see the module docstring for the two spaces)."""
+    """Scores [L] of free-text labels for one clip (see simsearch.classify.label for the two spaces)."""
     labels = [str(v).strip() for v in labels if str(v).strip()]
     if not labels:
         raise SimsearchError('zero-shot needs candidate labels: --labels "dog,cat,rain"')
-    enc = index.encoder
-    if getattr(enc, "text_space", None) == "clap":
+    from simsearch.search.text import no_text_space, text_space
+
+    space = text_space(index.info)
+    if space is None:
+        raise no_text_space(index, "zero-shot labelling (or --method knn/probe)")
+    if space.kind == "clap":
         from scipy.special import softmax
 
-        text = normalize(enc.embed_text([PROMPT_TEMPLATE.format(v) for v in labels]))
-        return softmax(CLAP_LOGIT_SCALE * (text @ vector))
-    if "tag_scores" in extras:
-        from simsearch.encoders.tag_text import tag_query_weights
-        from simsearch.encoders.yamnet import load_class_names
+        # the CLAP part of both sides (all of it for CLAP alone), each unit length: CLAP's own cosine
+        part = slice(space.start, space.stop)
+        text = normalize(index.encoder.embed_text([PROMPT_TEMPLATE.format(v) for v in labels])[:, part])
+        return softmax(CLAP_LOGIT_SCALE * (text @ normalize(vector[part].reshape(1, -1))[0]))
+    from simsearch.encoders.tag_text import tag_query_weights
+    from simsearch.encoders.yamnet import load_class_names
 
-        names = load_class_names()
-        weights = np.stack([tag_query_weights(v, names) for v in labels])
-        return weights @ extras["tag_scores"]
-    raise SimsearchError(f"encoder {index.info['encoder']['name']!r} has no text space for zero-shot labels; "
-                         "use an index built with clap or yamnet, or --method knn/probe")
-
+    names = load_class_names()
+    weights = np.stack([tag_query_weights(v, names) for v in labels])
+    return weights @ extras["tag_scores"]

