@@ -226,3 +226,25 @@ def test_models_command_is_registered():
     with pytest.raises(SystemExit) as done:
         main(["models", "export", "whisper-tiny-offline", "--help"])
     assert done.value.code == 0
+
+
+def test_adapter_in_clip_context_embeds_like_whisper_tiny_offline(exported, engines):
+    """`whisper` with context="clip" on the exported weights gives whisper-tiny-offline's vectors, in any batch."""
+    from simsearch.encoders.hf import HFAudioEncoder
+
+    ct2, _ = engines
+    torch_enc = HFAudioEncoder("whisper", checkpoint=str(exported), device="cpu", context="clip")
+    clips = [synthetic(0.7, 0), synthetic(2.5, 1), synthetic(1.3, 3)]
+    a = ct2.embed_audio(clips)
+    b = torch_enc.embed_audio(clips)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= COS_MIN
+    alone = torch_enc.embed_audio(clips[1:2])[0]
+    assert np.allclose(alone, b[1], atol=1e-5)  # a clip's vector does not depend on its batch-mates
+    assert torch_enc.describe()["context"] == "clip"
+    # hidden_states[N] as transformers defines it: on a full 30-s clip both contexts agree layer by layer.
+    full = [synthetic(30.0, 4)]
+    for layer in (0, 2, 4):
+        a30 = HFAudioEncoder("whisper", checkpoint=str(exported), device="cpu", context="30s", layer=layer)
+        clip = HFAudioEncoder("whisper", checkpoint=str(exported), device="cpu", context="clip", layer=layer)
+        assert np.allclose(a30.embed_audio(full), clip.embed_audio(full), atol=1e-4), layer

@@ -29,9 +29,13 @@ How each family is batched and masked
   alone to float precision. data2vec-audio (a stack of positional convolutions) and
   wav2vec2-conformer (a depthwise conv in every block) let padded frames leak into the last real
   frames even with the mask, so they are grouped by length by default too.
-* Whisper: the extractor pads (or cuts) every clip to 30 s, so batching cannot change a clip's
-  features. Encoder frames are 20 ms (320 samples); the mask keeps the first ceil(n_samples / 320)
-  frames (at most 1500): audio beyond 30 s is not seen, so index with windows of <= 30 s.
+* Whisper: with `context="30s"` (the model's reference input) the extractor pads (or cuts) every clip to
+  30 s, so batching cannot change a clip's features. With `context="clip"` each clip is padded only to
+  whole seconds and the encoder runs on that shorter input (as CTranslate2 and whisper-tiny-offline do:
+  the leading positional embeddings), clips grouped by padded length: up to 30x less work on short clips,
+  and the same vectors as whisper-tiny-offline. Encoder frames are 20 ms (320 samples); the mask keeps the
+  first ceil(n_samples / 320) frames (at most 1500): audio beyond 30 s is not seen, so index with windows of
+  <= 30 s.
 * AST: the extractor pads/cuts every clip to its fixed `max_length` fbank frames (1024 = 10.24 s for
   the AudioSet checkpoints) and the model has no padding mask, as trained. With `layer=None` the one
   frame is `pooler_output` (mean of the CLS and distillation tokens after the final layer norm);
@@ -72,6 +76,8 @@ from simsearch.encoders.hub import (
     resolve_checkpoint,
     to_numpy,
 )
+from simsearch.encoders.whisper_ct2 import WHISPER_CONTEXTS, whisper_context_samples
+from simsearch.encoders.whisper_export import whisper_encoder_states
 from simsearch.errors import SimsearchError
 
 # Layer-norm front ends of these types give a padded, masked clip exactly the frames it has alone.
@@ -103,12 +109,16 @@ class HFAudioEncoder(Encoder):
     """Masked frames of one hidden layer of a transformers audio encoder; see the module docstring."""
 
     def __init__(self, name: str = "wav2vec2", checkpoint: str | None = None, device: str = "cpu",
-                 pooling: str = "mean", layer: int | None = None, group_by_length: bool | None = None):
+                 pooling: str = "mean", layer: int | None = None, group_by_length: bool | None = None,
+                 context: str = "30s"):
         import torch
 
         if name not in ARCHS:
             raise SimsearchError(f"HFAudioEncoder does not handle {name!r}; known: {', '.join(ARCHS)}")
         self.name, self.pooling, self.arch = name, pooling, ARCHS[name]
+        if context not in WHISPER_CONTEXTS:
+            raise SimsearchError(f"context must be one of {', '.join(WHISPER_CONTEXTS)}, not {context!r}")
+        self.context = context
         self.checkpoint = checkpoint or default_checkpoint(name)
         self.device = torch.device(device)
         source, local_only = resolve_checkpoint(name, self.checkpoint)
@@ -152,7 +162,8 @@ class HFAudioEncoder(Encoder):
         return n % (self.num_layers + 1)
 
     def describe(self) -> dict:
-        return {**super().describe(), "layer": self.layer}
+        extra = {"context": self.context} if self.arch.kind == "whisper" else {}
+        return {**super().describe(), "layer": self.layer, **extra}
 
     # -- running the model
 
@@ -208,15 +219,32 @@ class HFAudioEncoder(Encoder):
 
     def _whisper(self, batch: list[np.ndarray]) -> FrameOutput:
         fe = self.feature_extractor
-        feats = fe(batch, sampling_rate=self.sample_rate, return_tensors="pt",
-                   device="cuda" if self.device.type == "cuda" else "cpu")
-        with autocast_context(self.device):
-            out = self.model(self._to_device(feats["input_features"]), output_hidden_states=self.layer is not None)
-        frames = to_numpy(self._hidden(out))
         samples_per_frame = fe.hop_length * 2  # mel hop, then the stride-2 conv: 320 samples = 20 ms
-        n = np.array([min(math.ceil(len(x) / samples_per_frame), frames.shape[1]) for x in batch])
-        mask = np.arange(frames.shape[1])[None, :] < np.maximum(n, 1)[:, None]
-        return FrameOutput(np.ascontiguousarray(frames), mask)
+        if self.context == "30s":
+            feats = fe(batch, sampling_rate=self.sample_rate, return_tensors="pt",
+                       device="cuda" if self.device.type == "cuda" else "cpu")
+            with autocast_context(self.device):
+                out = self.model(self._to_device(feats["input_features"]), output_hidden_states=self.layer is not None)
+            seqs = list(to_numpy(self._hidden(out)))
+        else:
+            seqs = self._whisper_clip(batch)
+        n = [max(1, min(math.ceil(len(x) / samples_per_frame), len(f))) for x, f in zip(batch, seqs)]
+        return _stack([f[:k] for f, k in zip(seqs, n)], self.frame_dim)
+
+    def _whisper_clip(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Each clip padded to whole seconds, clips of one padded length in one forward pass."""
+        groups: dict[int, list[int]] = {}
+        for i, x in enumerate(batch):
+            groups.setdefault(whisper_context_samples(len(x)), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(batch)
+        for size, idx in groups.items():
+            feats = self.feature_extractor([batch[i][:size] for i in idx], sampling_rate=self.sample_rate,
+                                           padding="max_length", max_length=size, truncation=True, return_tensors="pt")
+            with autocast_context(self.device):
+                states = whisper_encoder_states(self.model, self._to_device(feats["input_features"]), self.layer)
+            for j, i in enumerate(idx):
+                out[i] = to_numpy(states[j])
+        return out
 
     def _ast(self, batch: list[np.ndarray]) -> FrameOutput:
         feats = self.feature_extractor(batch, sampling_rate=self.sample_rate, return_tensors="pt")

@@ -253,12 +253,13 @@ def _save_tokenizer(src: Path, out: Path) -> str:
     return ""
 
 
-def whisper_encoder_states(encoder, features):
+def whisper_encoder_states(encoder, features, layer: int | None = None):
     """Encoder states [B, T / 2, d] for log-mel [B, n_mels, T] of any even T <= 2 * max_source_positions.
 
     transformers' WhisperEncoder.forward only accepts the full 30-s window (T = 3000); CTranslate2 (and
     so whisper-tiny-offline's "clip" context) accepts shorter inputs and adds the leading positions.
-    This runs the same sub-modules the same way on the shorter input.
+    This runs the same sub-modules the same way on the shorter input. `layer=N` returns `hidden_states[N]`
+    as transformers defines it: 0 = the embeddings, N = block N's output (the last one layer-normed).
     """
     import torch
 
@@ -268,7 +269,11 @@ def whisper_encoder_states(encoder, features):
         if h.shape[1] > encoder.embed_positions.num_embeddings:
             raise SimsearchError(f"Whisper input of {features.shape[-1]} mel frames is longer than the 30-s window")
         h = h + encoder.embed_positions.weight[: h.shape[1]]
-        for layer in encoder.layers:
-            h = layer(h, None)
+        if layer == 0:
+            return h
+        for i, block in enumerate(encoder.layers, 1):
+            h = block(h, None)
             h = h[0] if isinstance(h, tuple) else h  # transformers < 5 returns a tuple
-        return encoder.layer_norm(h)
+            if layer == i and i < len(encoder.layers):
+                return h
+        return encoder.layer_norm(h)  # hidden_states[last] is layer-normed in transformers too
