@@ -248,3 +248,21 @@ def test_adapter_in_clip_context_embeds_like_whisper_tiny_offline(exported, engi
         a30 = HFAudioEncoder("whisper", checkpoint=str(exported), device="cpu", context="30s", layer=layer)
         clip = HFAudioEncoder("whisper", checkpoint=str(exported), device="cpu", context="clip", layer=layer)
         assert np.allclose(a30.embed_audio(full), clip.embed_audio(full), atol=1e-4), layer
+
+
+def test_whisper_tiny_torch_exports_once_into_the_cache(monkeypatch, tmp_path: Path, engines):
+    """The registered torch encoder makes its transformers copy on first use, reuses it, and embeds like CT2."""
+    from simsearch.encoders import get_encoder
+    from simsearch.encoders.whisper_torch import exported_whisper_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = exported_whisper_dir()
+    assert (first / "config.json").is_file() and first.parent == tmp_path / "simsearch"
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert exported_whisper_dir() == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
+    enc = get_encoder("whisper-tiny-torch", device="cpu")
+    assert enc.name == "whisper-tiny-torch" and enc.dim == 384
+    ct2, _ = engines
+    clips = [synthetic(1.6, 5)]
+    a, b = ct2.embed_audio(clips)[0], enc.embed_audio(clips)[0]
+    assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) >= COS_MIN
