@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -17,23 +18,28 @@ class Window:
     landmarks: bytes | None = None  # packed fingerprint landmarks (simsearch.audio.fingerprint), when the index keeps them
 
 
-def window_starts(n_frames: int, sr: int, window_s: float, hop_s: float) -> list[tuple[int, int]]:
-    """(start, length) in frames; a trailing piece shorter than 1 s is dropped unless it is the only one."""
+def iter_window_starts(n_frames: int, sr: int, window_s: float, hop_s: float) -> Iterator[tuple[int, int]]:
+    """(start, length) in frames, lazily: a header may declare billions of frames, the list need not exist.
+
+    A trailing piece shorter than 1 s is dropped unless it is the only one.
+    """
     win = max(1, int(round(window_s * sr)))
     hop = max(1, int(round(hop_s * sr)))
     if n_frames <= win:
-        return [(0, n_frames)]
-    out = []
+        yield 0, n_frames
+        return
     for start in range(0, n_frames, hop):
         length = min(win, n_frames - start)
         if start > 0 and length < min(sr, win):
-            break
-        out.append((start, length))
+            return
+        yield start, length
         if start + length >= n_frames:
-            break
-    return out
+            return
 
 
+def window_starts(n_frames: int, sr: int, window_s: float, hop_s: float) -> list[tuple[int, int]]:
+    """(start, length) in frames; a trailing piece shorter than 1 s is dropped unless it is the only one."""
+    return list(iter_window_starts(n_frames, sr, window_s, hop_s))
 
 
 def split_windows(x: np.ndarray, sample_rate: int, window_s: float, hop_s: float | None = None) -> list[Window]:
