@@ -1,6 +1,7 @@
 """Kill -9 mid-job, two writers, readers during an update: nothing lost, nothing duplicated, never a mix."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -120,7 +121,7 @@ def test_corrupt_index_files_give_clear_errors_and_rebuild_restores(corpus, tmp_
     main(["index", str(corpus), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "0",
           "--shard-rows", "16"])
     capsys.readouterr()
-    faiss_file = out / "faiss.index"
+    faiss_file = IndexDir(out).faiss_file(IndexDir(out).read_info())
     faiss_file.write_bytes(faiss_file.read_bytes()[:100])
     assert main(["search", str(out), "--audio", str(corpus / "c0" / "clip000.wav")]) == 2
     assert "corrupt FAISS index" in capsys.readouterr().err
@@ -130,13 +131,17 @@ def test_corrupt_index_files_give_clear_errors_and_rebuild_restores(corpus, tmp_
     assert main(["search", str(out), "--audio", str(corpus / "c0" / "clip000.wav")]) == 2
     assert main(["rebuild", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "set aside corrupt shard" in err
+    assert "set aside shard" in err and "quarantine" in err
     n = len(Index.open(out))
     assert n == N_FILES - lost and lost > 0
     assert main(["index", str(corpus), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "0"]) == 0
     assert len(Index.open(out)) == N_FILES
-    (out / "index.json").write_text('{"encoder": {"name": "yamnet"}, "dim": 1024, "metric": "cosine"}')
+    info = json.loads((out / "index.json").read_text())
+    (out / "index.json").write_text(json.dumps({**info, "dim": 1024}))
     assert main(["search", str(out), "--audio", str(corpus / "c0" / "clip000.wav")]) == 2
     assert "1024" in capsys.readouterr().err
+    (out / "index.json").write_text('{"encoder": {"name": "yamnet"}, "dim": 1024, "metric": "cosine"}')
+    assert main(["search", str(out), "--audio", str(corpus / "c0" / "clip000.wav")]) == 2
+    assert "faiss.index" in capsys.readouterr().err
     os.unlink(out / "index.json")
     assert main(["info", str(out)]) == 2

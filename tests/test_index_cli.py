@@ -117,9 +117,9 @@ def test_info_rebuild_and_user_errors(class_folder, tmp_path, capsys):
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["encoder"]["name"] == "spectral" and info["dim"] == 168 and info["counts"]["rows"] == 12
-    (out / "faiss.index").unlink()
+    IndexDir(out).faiss_file(info).unlink()
     assert main(["search", str(out), "--audio", str(class_folder / "low/low0.wav")]) == 2
-    assert "simsearch rebuild" in capsys.readouterr().err
+    assert "is missing" in (err := capsys.readouterr().err) and "simsearch rebuild" in err
     assert main(["rebuild", str(out)]) == 0
     assert Index.open(out).faiss.ntotal == 12
     assert main(["search", str(tmp_path / "nope"), "--audio", "x.wav"]) == 2
@@ -139,3 +139,25 @@ def test_shards_are_parquet_with_documented_columns(class_folder, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     assert Index.open(copy).search(audio=str(class_folder / "low/low2.wav"), k=1)[0]["label"] == "low"
+
+
+def test_changed_label_in_manifest_relabels_unchanged_files_on_resume(class_folder, tmp_path, capsys):
+    files = sorted(class_folder.rglob("*.wav"))[:4]
+    manifest = tmp_path / "m.csv"
+    frame = pd.DataFrame({"path": [str(f) for f in files], "label": ["a", "b", "a", "b"], "take": [1, 2, 3, 4]})
+    frame.to_csv(manifest, index=False)
+    out = tmp_path / "ix"
+    assert index(manifest, out) == 0
+    before = rows(out).set_index("path")
+    frame.loc[0, "label"], frame.loc[1, "take"] = "renamed", 20
+    frame.to_csv(manifest, index=False)
+    capsys.readouterr()
+    assert index(manifest, out) == 0
+    assert "indexed 0 files, skipped 4" in capsys.readouterr().out
+    after = rows(out).set_index("path")
+    assert len(after) == 4 and after.index.is_unique
+    assert after.loc[str(files[0]), "label"] == "renamed" and json.loads(after.loc[str(files[1]), "metadata"]) == {"take": 20}
+    assert (after["id"] == before["id"].reindex(after.index)).all()  # same rows, same vectors: faiss untouched
+    assert IndexDir(out).read_info()["faiss"]["update"] == {"mode": "updated in place", "added": 0, "removed": 0}
+    hit = Index.open(out).search(audio=str(files[0]), k=1)[0]
+    assert hit["path"] == str(files[0]) and hit["label"] == "renamed"

@@ -13,7 +13,7 @@ from simsearch.errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
 COMMAND_MODULES: list[str] = ["simsearch.cli.serve", "simsearch.cli.robust", "simsearch.cli.classify",
-                               "simsearch.cli.scale"]
+                               "simsearch.cli.scale", "simsearch.cli.models"]
 
 
 def _print_results(results: list[dict], as_json: bool) -> None:
@@ -51,6 +51,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from simsearch.search.index import Index
 
+    if args.k < 1:
+        raise SimsearchError(f"-k must be at least 1 (got {args.k})")
     index = Index.open(args.dir, device=args.device, **scale.open_kwargs(args))
     results = index.search(audio=args.audio, text=args.text, k=args.k, **scale.search_kwargs(args))
     _print_results(results, args.json)
@@ -100,19 +102,31 @@ def cmd_encoders(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from simsearch.errors import IndexFormatError
     from simsearch.indexing.job import rebuild
+    from simsearch.store import integrity
     from simsearch.store.folder import IndexDir
 
     d = IndexDir(args.dir)
+    if not d.root.is_dir():
+        raise SimsearchError(f"{d.root}: no such index folder")
     with d.lock():
         d.remove_stale_temp_files()
-        bad = d.quarantine_corrupt()
+        try:
+            info = d.read_info()
+        except IndexFormatError:  # missing or unreadable: the shards record the settings that made them
+            info = integrity.recover_info(d)
+        if info is None:
+            raise SimsearchError(f"{d.root}: not an index folder (no index.json and no shards)")
+        d.shard_settings = integrity.settings_of(info) if info.get("index_id") else None
+        bad = integrity.verify(d, info)
         d.compact()
-        n = rebuild(d, index_type=args.index_type, max_memory=args.max_memory)
-    for p in bad:
-        print(f"set aside corrupt shard {p}; run `simsearch index` on the source again to re-embed its files",
-              file=sys.stderr)
-    print(f"rebuilt {d.faiss_path} from the shards: {n} rows")
+        n = rebuild(d, index_type=args.index_type, max_memory=args.max_memory, info=info)
+        where = d.faiss_file(d.read_info())
+    for p, why in bad:
+        print(f"set aside shard {p.name} into {p.parent} ({why}); run `simsearch index` on the source again to "
+              "re-embed its files", file=sys.stderr)
+    print(f"rebuilt {where} from the shards: {n} rows")
     return 0
 
 

@@ -3,21 +3,22 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from simsearch.encoders import get_encoder, resolve_device
 from simsearch.errors import IndexFormatError
-from simsearch.files import file_sha256
 from simsearch.indexing.local import _embed_files
 from simsearch.indexing.options import IndexOptions, IndexSummary, _with_recorded_defaults, check_compatible, encoder_record
+from simsearch.indexing.plan import make_plan
 from simsearch.indexing.sources import collect
-from simsearch.indexing.writer import ErrorLog
+from simsearch.indexing.writer import ErrorLog, write_relabelled
+from simsearch.store import integrity
 from simsearch.store.folder import FORMAT_VERSION, IndexDir
 
 log = logging.getLogger(__name__)
@@ -32,70 +33,64 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
     summary = IndexSummary()
     with d.lock():
         d.remove_stale_temp_files()
-        info = d.read_info() if d.exists() else None
+        info = d.read_info() if d.exists() else integrity.recover_info(d)
         options = _with_recorded_defaults(options, info)
         items, unreadable = collect(src_path, options.label_regex)
         enc = get_encoder(options.encoder, options.checkpoint, options.device, **options.encoder_options())
         if info:
             check_compatible(info, enc, options, d.root)
+        d.shard_settings = _settings(info, enc, options)
         errors = ErrorLog(d.errors_path, options.strict)
         try:
-            for u in unreadable:
-                errors.add(u.path, u.reason)
-            live = d.live_rows(["id", "path", "sha256"])
-            done = dict(zip(live.column("path").to_pylist(), live.column("sha256").to_pylist()))
-            next_id = int(max(live.column("id").to_pylist(), default=-1)) + 1
-            next_id = max(next_id, int((info or {}).get("next_id", 0)))  # never reuse an id faiss.index may hold
-            todo, shas, changed = [], {}, set()
-            for item in tqdm(items, desc="hashing", unit="file", disable=not options.progress):
-                try:
-                    sha = file_sha256(item.path)
-                except OSError as e:
-                    errors.add(item.path, f"cannot read ({e.strerror or e})")
-                    continue
-                if done.get(item.path) == sha:
-                    summary.skipped += 1
-                    continue
-                if item.path in done:
-                    changed.add(item.path)
-                shas[item.path] = sha
-                todo.append(item)
-            gone = set()
-            if src_path.is_dir():
-                root = str(src_path.resolve()) + "/"
-                present = {i.path for i in items} | {u.path for u in unreadable}
-                gone = {p for p in done if (p.startswith(root) or p.startswith(str(src_path.absolute()) + "/"))
-                        and p not in present}
-            if todo and options.batch_size is None:
+            for where, why in integrity.verify(d, info or {"shards": []}):
+                errors.add(str(where), f"shard set aside: {why}; its files are embedded again", fatal=False)
+            plan = make_plan(d, items, unreadable, src_path, errors, info, options.progress)
+            write_relabelled(d, plan.relabel)
+            if plan.todo and options.batch_size is None:
                 from dataclasses import replace
 
                 from simsearch.indexing.autobatch import find_batch_size
 
                 options = replace(options, batch_size=find_batch_size(enc, resolve_device(options.device),
                                                                       options.window_s))
+            marker = len(errors.entries)
             if options.engine == "ray":
                 from simsearch.indexing.ray_engine import embed_files_ray
 
-                summary.indexed = embed_files_ray(d, enc, todo, shas, options, next_id, errors)
+                summary.indexed = embed_files_ray(d, enc, plan.todo, plan.shas, options, plan.next_id, errors)
             else:
-                summary.indexed = _embed_files(d, enc, todo, shas, options, next_id, errors)
-            # Changed files' old rows are shadowed by their new shard; compaction removes them with the rest.
-            d.compact(gone | {e["path"] for e in errors.entries if e["path"] in done})
-            summary.removed = len(gone)
+                summary.indexed = _embed_files(d, enc, plan.todo, plan.shas, options, plan.next_id, errors)
+            # A changed file that no longer decodes loses its old rows: they describe content that is gone.
+            plan.remove |= {e["path"] for e in errors.entries[marker:]} & plan.changed
+            # Changed and re-labelled files' old rows are shadowed by newer shards; compaction removes them too.
+            d.compact(plan.remove)
+            summary.skipped, summary.removed = plan.skipped, len(plan.remove)
         finally:
             errors.close()
         summary.errors = len(errors.entries)
         summary.error_list = errors.entries
         summary.rows = rebuild(d, enc_record=encoder_record(enc, options), options=options, source=str(src_path),
-                               incremental=True)
+                               incremental=True, info=info or {})
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
+def _settings(info: dict | None, enc, options: IndexOptions) -> dict:
+    """What each shard of this run records: this index's id and the settings that made its rows."""
+    from simsearch.audio import fingerprint
+
+    return {"index_id": (info or {}).get("index_id") or uuid.uuid4().hex, "encoder": encoder_record(enc, options),
+            "window_s": options.window_s, "hop_s": options.hop_s, "label_regex": options.label_regex,
+            "fingerprint": fingerprint.describe() if options.fingerprint else None}
+
+
 def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions | None = None,
             source: str | None = None, incremental: bool = False, index_type: str | None = None,
-            max_memory: str | int | None = None) -> int:
-    """Bring faiss.index and index.json in line with the shards, the source of truth; returns the row count.
+            max_memory: str | int | None = None, info: dict | None = None) -> int:
+    """Commit a new state: a FAISS file and index.json in line with the shards, the source of truth; returns rows.
+
+    The FAISS file is new (faiss-<generation>.index) and index.json, written last, names it and the shards
+    with their sha256, so a crash at any step leaves the previous state whole (see IndexDir.commit).
 
     `incremental` updates the existing FAISS index in place where its type allows (see index_build);
     otherwise, and from `simsearch rebuild`, it is built again. The index type and memory budget default to
@@ -105,10 +100,15 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     from simsearch.store import planner
     from simsearch.store.sync import extra_columns, has_landmarks, write_faiss
 
-    info = d.read_info() if d.exists() else {}
+    if info is None:
+        info = d.read_info() if d.exists() else {}
     if enc_record is None and not info:
         raise IndexFormatError(f"{d.root}: no index.json; cannot tell which encoder made the shards")
-    dim = (enc_record or info["encoder"])["dim"]
+    if enc_record is None:  # `simsearch rebuild`: the shards' own record beats a damaged index.json
+        enc_record = (_newest_settings(d) or {}).get("encoder") or info["encoder"]
+    enc_record = dict(enc_record)
+    dim = _shard_dim(d) or enc_record["dim"]  # the shards hold the vectors: their width is the truth
+    enc_record["dim"] = dim
     old = info.get("faiss", {})
     meta = d.live_rows(["id", "path"])
     ids = np.asarray(meta.column("id").to_numpy(), dtype=np.int64)
@@ -116,7 +116,8 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     budget = max_memory if max_memory is not None else getattr(options, "max_memory", None)
     budget = planner.parse_memory(budget if budget is not None else old.get("max_memory"))
     high_water = info.get("next_id")
-    record = write_faiss(d, ids, dim, old, requested, budget, incremental, high_water)
+    generation = int(info.get("generation", 0)) + 1
+    record = write_faiss(d, ids, dim, old, requested, budget, incremental, target=d.root / f"faiss-{generation:06d}.index")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new = dict(info)
     new.update({
@@ -129,8 +130,7 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
         "counts": {"rows": len(ids), "files": len(set(meta.column("path").to_pylist()))},
         "extras": extra_columns(d),
         "versions": _versions(),
-        "shards": [p.name for p in d.shard_paths()],  # the committed set readers load (see Index.open)
-        "generation": int(info.get("generation", 0)) + 1,
+        "generation": generation,
         # ids are never handed out twice, even after their rows are gone (an old faiss.index may still hold them)
         "next_id": max(int(high_water or 0), int(ids.max()) + 1 if len(ids) else 0),
     })
@@ -138,16 +138,26 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     new.pop("fingerprint", None)
     if has_landmarks(d):
         new["fingerprint"] = fingerprint.describe()
-    if enc_record is not None:
-        new["encoder"] = enc_record
+    new["encoder"] = enc_record
+    new["index_id"] = (d.shard_settings or {}).get("index_id") or info.get("index_id") or uuid.uuid4().hex
     if options is not None:
         new["window_s"] = options.window_s
         new["hop_s"] = options.hop_s
         new["label_regex"] = options.label_regex
     if source is not None:
         new["sources"] = sorted(set(new.get("sources", [])) | {str(Path(source).absolute())})
-    d.write_info(new)
+    d.commit(new, info)
     return len(ids)
+
+
+def _newest_settings(d: IndexDir) -> dict | None:
+    shards = d.shard_paths()
+    return integrity.shard_settings(shards[-1]) if shards else None
+
+
+def _shard_dim(d: IndexDir) -> int | None:
+    shards = d.shard_paths()
+    return integrity.shard_dim(shards[-1]) if shards else None
 
 
 def _versions() -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from simsearch.errors import SimsearchError
 from simsearch.indexing.sources import Item
@@ -72,6 +74,33 @@ class ShardWriter:
         self.rows = {f.name: [] for f in self.schema}
 
 
+def write_relabelled(d: IndexDir, relabel: dict[str, Item]) -> int:
+    """Copy the rows of files whose label or metadata changed (content unchanged) into new shards with the new values.
+
+    The copies keep their ids and vectors, so faiss.index is untouched; being newer, they shadow the old rows,
+    which compaction then removes. Returns the rows rewritten.
+    """
+    if not relabel:
+        return 0
+    shards = d.shard_paths()
+    target = pq.read_schema(shards[-1])  # written like the newest shard, whose columns say what the index keeps
+    owner, done = d._owners(shards), 0
+    for i, p in enumerate(shards):
+        mine = [path for path in relabel if owner.get(path) == i]
+        if not mine:
+            continue
+        t = d.read_shard(p)
+        t = t.filter(pc.is_in(t.column("path"), pa.array(mine, pa.string())))
+        paths = t.column("path").to_pylist()
+        cols = {"label": pa.array([relabel[x].label for x in paths], pa.string()),
+                "metadata": pa.array([relabel[x].metadata_json() for x in paths], pa.string())}
+        out = [cols.get(f.name, t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type))
+               for f in target]
+        d.write_shard(pa.Table.from_arrays(out, schema=target.remove_metadata()))
+        done += t.num_rows
+    return done
+
+
 class ErrorLog:
     """errors.jsonl for this run: one line per bad file, flushed as it happens."""
 
@@ -79,13 +108,14 @@ class ErrorLog:
         self.f = open(path, "w")
         self.strict, self.entries = strict, []
 
-    def add(self, path: str, reason: str) -> None:
+    def add(self, path: str, reason: str, fatal: bool = True) -> None:
+        """Record a problem; under --strict a `fatal` one stops the run (a shard set aside is repaired, not fatal)."""
         entry = {"path": path, "reason": reason}
         self.entries.append(entry)
         self.f.write(json.dumps(entry) + "\n")
         self.f.flush()
         log.warning("skipped %s: %s", path, reason)
-        if self.strict:
+        if self.strict and fatal:
             raise SimsearchError(f"{path}: {reason} (--strict)")
 
     def close(self) -> None:

@@ -36,8 +36,9 @@ def parse_cli(pairs: list[str] | None = None, path_globs: list[str] | None = Non
 def metadata_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """The manifest's metadata JSON of each row as columns (values as strings), aligned with rows."""
     parsed = [json.loads(m) if isinstance(m, str) and m else {} for m in rows["metadata"]]
-    frame = pd.DataFrame.from_records(parsed, index=rows.index) if parsed else pd.DataFrame(index=rows.index)
-    return frame.map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
+    # Text before the frame is built: a column of ints with gaps would otherwise become floats (999 -> "999.0").
+    parsed = [{k: None if v is None or (isinstance(v, float) and v != v) else str(v) for k, v in p.items()} for p in parsed]
+    return pd.DataFrame.from_records(parsed, index=rows.index) if parsed else pd.DataFrame(index=rows.index)
 
 
 def file_durations(rows: pd.DataFrame) -> np.ndarray:

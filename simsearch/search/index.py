@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from simsearch.audio.decode import decode
 from simsearch.audio.windows import split_windows
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 EXACT_FILTER_ROWS = 20_000  # filters passing fewer rows than this are answered by exact scoring of those rows
+QUERY_MAX_S = 600.0  # a longer query is embedded from its first 10 minutes (decode logs a warning)
+QUERY_BATCH = 8  # windows per encoder call, so a long query never goes through the model as one giant batch
 
 
 class Index:
@@ -43,31 +45,49 @@ class Index:
         self.kind = self.info.get("faiss", {}).get("type", "flat")
 
     def _load_snapshot(self, attempts: int = 50) -> None:
-        """Load index.json, its committed shards and faiss.index as one consistent state.
+        """Load index.json, its committed shards and the FAISS file it names as one consistent state.
 
-        A writer may commit while we read; if index.json's generation moved or a listed shard vanished,
-        read again, so a search sees the old state or the new one, never a mix.
+        A writer may commit while we read; if index.json's generation moved or a listed file vanished,
+        read again, so a search sees the old state or the new one, never a mix. Writers never delete a
+        file the committed index.json lists, so one missing while the generation stands was lost by hand.
         """
+        root = self.dir.root
         for _ in range(attempts):
             info = self.dir.read_info()
+            faiss_file = self.dir.faiss_file(info)
             try:
-                index = faiss_ops.load(self.dir.faiss_path)
                 rows = self.dir.live_rows(META_COLUMNS, info.get("shards")).to_pandas()
-            except FileNotFoundError:
-                time.sleep(0.1)
-                continue
+                if not faiss_file.exists():
+                    raise FileNotFoundError(faiss_file)
+                index = faiss_ops.load(faiss_file)
+            except FileNotFoundError as e:
+                if self.dir.read_info().get("generation") != info.get("generation"):
+                    continue  # a writer committed and deleted the files we were reading: read the new state
+                name = Path(e.filename or str(e)).name
+                raise IndexFormatError(f"{root}: {name}, which this index needs, is missing (deleted or moved?); "
+                                       f"run `simsearch rebuild {root}` to rebuild the index from the files that "
+                                       "remain, then `simsearch index` on the source to re-embed what it lost") from None
+            except (pa.ArrowInvalid, IndexFormatError) as e:  # a corrupt file, or shards that do not fit together
+                if self.dir.read_info().get("generation") != info.get("generation"):
+                    continue
+                if isinstance(e, IndexFormatError):
+                    raise
+                raise IndexFormatError(f"{root}: the shards index.json lists do not fit together ({str(e)[:160]}); "
+                                       f"run `simsearch rebuild {root}` to set aside the odd ones") from None
             if self.dir.read_info().get("generation") == info.get("generation"):
                 break
-            time.sleep(0.05)
         else:
-            raise IndexFormatError(f"{self.dir.root}: the index kept changing while loading; try again")
+            raise IndexFormatError(f"{root}: the index kept changing while loading; try again")
         self.info, self.faiss, self.rows = info, index, rows.set_index("id", drop=False)
-        root = self.dir.root
+        name = faiss_file.name
+        if not self.rows.index.is_unique:
+            raise IndexFormatError(f"{root}: the shards hold rows with the same id (a shard copied in from another "
+                                   f"index?); run `simsearch rebuild {root}` to set aside the foreign ones")
         if index.ntotal != len(rows) or not np.array_equal(np.sort(faiss_ops.ids(index)), np.sort(rows["id"])):
-            raise IndexFormatError(f"{root}: faiss.index holds {index.ntotal} vectors that do not match the "
+            raise IndexFormatError(f"{root}: {name} holds {index.ntotal} vectors that do not match the "
                                    f"{len(rows)} rows of the shards; run `simsearch rebuild {root}`")
         if index.d != info["dim"]:
-            raise IndexFormatError(f"{root}: faiss.index is {index.d}-d but index.json says {info['dim']}; "
+            raise IndexFormatError(f"{root}: {name} is {index.d}-d but index.json says {info['dim']}; "
                                    f"run `simsearch rebuild {root}`")
 
     @classmethod
@@ -111,12 +131,14 @@ class Index:
 
     def embed_clip(self, audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A query clip as the index sees it: (normalised mean of window embeddings [D], mean side outputs)."""
-        return self._embed_samples(decode(audio, self.encoder.sample_rate))
+        return self._embed_samples(decode(audio, self.encoder.sample_rate, max_seconds=QUERY_MAX_S))
 
     def _embed_samples(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         enc = self.encoder
         windows = split_windows(x, enc.sample_rate, self.info.get("window_s") or 10.0, self.info.get("hop_s"))
-        out = enc.embed_batch([w.samples for w in windows])
+        parts = [enc.embed_batch([w.samples for w in windows[i:i + QUERY_BATCH]])
+                 for i in range(0, len(windows), QUERY_BATCH)]
+        out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
         vec = pooled(out["embedding"])[0]
         return vec, {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
 
@@ -151,7 +173,7 @@ class Index:
         if exclude_same and audio is None:
             raise SimsearchError("exclude_same is for audio queries (it compares the query's landmarks)")
         if audio is not None:
-            x = decode(audio, self.encoder.sample_rate)
+            x = decode(audio, self.encoder.sample_rate, max_seconds=QUERY_MAX_S)
             vector = self._embed_samples(x)[0]
             if self.landmark_table is None:
                 if exclude_same:
@@ -164,7 +186,7 @@ class Index:
         if not filter and not group_by_file:
             return search_text(self, text, k)
         if text_mode(self) == "clap":
-            return self.search_vector(self.encoder.embed_text([text])[0], k, filter, group_by_file)
+            return search_text(self, text, k, filter, group_by_file)
         ranked = search_text(self, text, len(self))  # tag scoring ranks every row anyway: filter the ranking
         keep = set(self.rows["id"].to_numpy()[self.filter_mask(filter)]) if filter else None
         ids = np.array([r["id"] for r in ranked if keep is None or r["id"] in keep], np.int64)

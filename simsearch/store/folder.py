@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import json
 import os
 from contextlib import contextmanager
@@ -13,11 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simsearch.errors import IndexFormatError, IndexLockedError
-from simsearch.files import atomic_write_bytes, atomic_write_text
+from simsearch.files import atomic_write_bytes, atomic_write_text, file_sha256
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: index.json names its faiss file and records each shard's sha256 and settings
+CRASH_ENV = "SIMSEARCH_CRASH_AT"  # crash tests: "N" ends the process just before its N-th durable write
+SETTINGS_KEY = b"simsearch"  # Parquet schema metadata: the settings that made a shard (see integrity.py)
 META_COLUMNS = ["id", "path", "sha256", "offset_s", "duration_s", "sample_rate", "label", "metadata"]
 LANDMARKS = "landmarks"  # packed fingerprint landmarks per row (simsearch.audio.fingerprint), in indexes that keep them
+
+
+_write_steps = 0
+
+
+def write_step() -> None:
+    """Count durable writes; with SIMSEARCH_CRASH_AT=N the N-th one exits as a kill would, for crash-point tests."""
+    global _write_steps
+    _write_steps += 1
+    if os.environ.get(CRASH_ENV) == str(_write_steps):
+        os._exit(70)
 
 
 def shard_schema(dim: int, extras: dict[str, int], landmarks: bool = False) -> pa.Schema:
@@ -49,6 +64,12 @@ class IndexDir:
         self.faiss_path = self.root / "faiss.index"
         self.errors_path = self.root / "errors.jsonl"
         self.lock_path = self.root / ".lock"
+        self.quarantine_dir = self.shards_dir / "quarantine"
+        # A writer's working set: shard names set aside or compacted away stay on disk, unread, until the
+        # next commit no longer lists them (readers of the committed index.json may still be loading them).
+        self.excluded: set[str] = set()
+        self.written_sha: dict[str, str] = {}  # sha256 of shards this process wrote, recorded at commit
+        self.shard_settings: dict | None = None  # recorded in each shard this process writes
 
     def exists(self) -> bool:
         return self.info_path.exists()
@@ -66,32 +87,76 @@ class IndexDir:
         return info
 
     def write_info(self, info: dict) -> None:
+        write_step()
         atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def _all_shards(self) -> list[Path]:
+        return sorted(self.shards_dir.glob("shard-*.parquet")) if self.shards_dir.exists() else []
 
     def shard_paths(self, names: list[str] | None = None) -> list[Path]:
         """Shards in write order (zero-padded sequence numbers); `names` restricts to a committed list."""
         if names is not None:
-            return [self.shards_dir / n for n in sorted(names)]
-        return sorted(self.shards_dir.glob("shard-*.parquet")) if self.shards_dir.exists() else []
+            return [self.shards_dir / Path(n).name for n in sorted(names)]
+        return [p for p in self._all_shards() if p.name not in self.excluded]
 
     def next_shard_path(self) -> Path:
-        shards = self.shard_paths()
+        shards = self._all_shards()  # excluded files still hold their names until the commit deletes them
         seq = int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
         return self.shards_dir / f"shard-{seq:06d}.parquet"
 
     def write_shard(self, table: pa.Table, path: Path | None = None) -> Path:
+        """Write a new shard (never one a commit lists), with page checksums and this run's settings."""
         path = path or self.next_shard_path()
-        atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
+        if self.shard_settings is not None:
+            table = table.replace_schema_metadata({SETTINGS_KEY: json.dumps(self.shard_settings, sort_keys=True)})
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd", write_page_checksum=True)
+        data = buf.getvalue()
+        write_step()
+        atomic_write_bytes(path, lambda f: f.write(data))
+        self.written_sha[path.name] = hashlib.sha256(data).hexdigest()
         return path
 
     def read_shard(self, path: Path, columns: list[str] | None = None) -> pa.Table:
         try:
-            return pq.read_table(path, columns=columns)
+            return pq.read_table(path, columns=columns, page_checksum_verification=True)
         except FileNotFoundError:
             raise
         except (pa.ArrowInvalid, OSError) as e:
             raise IndexFormatError(f"{path}: corrupt shard ({e}); run `simsearch rebuild {self.root}` to set it "
                                    "aside, then `simsearch index` again to re-embed its files") from None
+
+    def faiss_file(self, info: dict) -> Path:
+        """The FAISS file a committed index.json names (indexes from before format 2 used faiss.index)."""
+        return self.root / Path(info.get("faiss", {}).get("file") or self.faiss_path.name).name
+
+    def commit(self, info: dict, previous: dict) -> None:
+        """Make `info` the committed state (one atomic rename of index.json), then delete what it no longer names.
+
+        Every file `previous` listed stays until the new index.json is on disk and fsynced, so a reader that
+        loaded the old index.json finds its files or sees the generation moved and reads again.
+        """
+        shards = self.shard_paths()
+        old_sums = previous.get("shard_sha256", {}) if previous else {}
+        sums = {}
+        for p in shards:
+            known = self.written_sha.get(p.name) or old_sums.get(p.name)
+            sums[p.name] = known or file_sha256(p)
+        info["shards"] = [p.name for p in shards]  # the committed set readers load (see Index.open)
+        info["shard_sha256"] = sums
+        self.write_info(info)
+        keep = set(info["shards"])
+        for p in self._all_shards():
+            if p.name not in keep:
+                write_step()
+                p.unlink(missing_ok=True)
+        faiss_keep = self.faiss_file(info).name
+        for p in [self.faiss_path, *self.root.glob("faiss-*.index")]:
+            if p.name != faiss_keep and p.exists():
+                write_step()
+                p.unlink(missing_ok=True)
+        self.excluded.clear()
+        self.written_sha.clear()
 
     def _owners(self, shards: list[Path]) -> dict[str, int]:
         """path -> position of the newest shard holding it (a re-embedded file shadows its older rows)."""
@@ -133,9 +198,9 @@ class IndexDir:
     def compact(self, drop: set[str] = frozenset()) -> int:
         """Remove rows of `drop` and rows shadowed by newer shards; returns rows removed.
 
-        A shard that changes is written under a new sequence number before the old file goes, so a
-        reader holding the last committed shard list either finds the old file or retries; no file
-        that index.json lists is ever modified in place.
+        A shard that changes is written anew under the next sequence number and the old one leaves the
+        working set only: it is deleted by commit() once the new index.json no longer lists it, so a
+        crash anywhere before that leaves the last committed state whole.
         """
         shards = self.shard_paths()
         owner, removed = self._owners(shards), 0
@@ -147,22 +212,8 @@ class IndexDir:
             removed += int(gone.sum())
             if not gone.all():
                 self.write_shard(self.read_shard(p).filter(pa.array(~gone)))
-            p.unlink()
+            self.excluded.add(p.name)
         return removed
-
-    def quarantine_corrupt(self) -> list[Path]:
-        """Move shards that cannot be read to shards/corrupt/, so the rest stays usable; returns them."""
-        bad = []
-        for p in self.shard_paths():
-            try:
-                pq.read_metadata(p)
-                pq.read_table(p, columns=["id", "path"])
-            except (pa.ArrowInvalid, OSError):
-                dest = self.shards_dir / "corrupt" / p.name
-                dest.parent.mkdir(exist_ok=True)
-                os.replace(p, dest)
-                bad.append(dest)
-        return bad
 
     def remove_stale_temp_files(self) -> None:
         """Temp files left by a killed job are never valid data."""

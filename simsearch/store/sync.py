@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from simsearch.errors import IndexFormatError
 from simsearch.store import faiss_ops, planner
-from simsearch.store.folder import LANDMARKS, META_COLUMNS, IndexDir
+from simsearch.store.folder import LANDMARKS, META_COLUMNS, IndexDir, write_step
 from simsearch.vectors import normalize
 
 log = logging.getLogger(__name__)
@@ -57,34 +58,38 @@ def has_landmarks(d: IndexDir) -> bool:
     return bool(shards) and LANDMARKS in pq.read_schema(shards[-1]).names
 
 
-def _open_for_update(d: IndexDir, old: dict, spec: dict, n: int, dim: int, high_water: int | None):
-    """The existing index when it can be updated in place, else None (then it is built again)."""
-    if not d.faiss_path.exists() or not planner.compatible(old, spec, n):
+def _open_for_update(d: IndexDir, old: dict, spec: dict, n: int, dim: int):
+    """The committed index when it can be updated in place, else None (then it is built again).
+
+    Only a file that index.json names is trusted: before format 2 a killed run could leave a faiss.index
+    newer than index.json (holding ids that were then handed out again), so such an index is built once anew.
+    """
+    if not old.get("file"):
+        return None
+    current = d.faiss_file({"faiss": old})
+    if not current.exists() or not planner.compatible(old, spec, n):
         return None
     try:
-        index = faiss_ops.load(d.faiss_path)
+        index = faiss_ops.load(current)
     except IndexFormatError:
         return None
     if index.d != dim:
         return None
-    have = faiss_ops.ids(index)
-    if high_water is not None and len(have) and int(have.max()) >= high_water:
-        return None  # written by a run that never committed index.json: its ids may have been handed out again
-    return index, have
+    return index, faiss_ops.ids(index)
 
 
 def write_faiss(d: IndexDir, live_ids: np.ndarray, dim: int, old: dict, requested: str, budget: int | None,
-                incremental: bool, high_water: int | None = None) -> dict:
-    """Make faiss.index hold exactly the live rows; returns the "faiss" record for index.json.
+                incremental: bool, target: Path | None = None) -> dict:
+    """Write a FAISS file (`target`, never the committed one) holding exactly the live rows; returns its record.
 
-    In place where the type allows: flat and plain IVF-PQ add and remove; HNSW and IVF-PQ with re-ranking only
-    add, so a removal re-adds the rows into the trained structure (no k-means again). A full build (with IVF-PQ
-    trained on a sample of the rows and the search knobs tuned to the recall target) happens when there is no
-    usable index, the type or fit changed, or `incremental` is false.
+    Updated from the committed index where the type allows: flat and plain IVF-PQ add and remove; HNSW and
+    IVF-PQ with re-ranking only add, so a removal re-adds the rows into the trained structure (no k-means
+    again). A full build (with IVF-PQ trained on a sample of the rows and the search knobs tuned to the recall
+    target) happens when there is no usable index, the type or fit changed, or `incremental` is false.
     """
     n = len(live_ids)
     spec = planner.choose(n, dim, requested, budget)
-    opened = _open_for_update(d, old, spec, n, dim, high_water) if incremental else None
+    opened = _open_for_update(d, old, spec, n, dim) if incremental else None
     if opened is not None:
         index, have = opened
         kind, params = old["type"], old["params"]
@@ -116,8 +121,10 @@ def write_faiss(d: IndexDir, live_ids: np.ndarray, dim: int, old: dict, requeste
                   "update": {"mode": "built", "added": int(len(ids)), "removed": 0}}
         if recall is not None and recall < planner.TARGET_RECALL:
             log.warning("%s: best recall@10 of the %s index is %.3f (< %.2f)", d.root, kind, recall, planner.TARGET_RECALL)
-    faiss_ops.save(index, d.faiss_path)
-    record.update({"requested": requested, "max_memory": budget, "class": type(index).__name__,
+    target = target or d.faiss_path
+    write_step()
+    faiss_ops.save(index, target)
+    record.update({"file": target.name, "requested": requested, "max_memory": budget, "class": type(index).__name__,
                    "memory_bytes": planner.memory_estimate(kind, params, n, dim)})
     return record
 
