@@ -15,8 +15,9 @@ from simsearch.audio.windows import split_windows
 from simsearch.encoders import Encoder, get_encoder
 from simsearch.errors import IndexFormatError, SimsearchError
 from simsearch.search import filters
+from simsearch.search.landmarks import load_landmark_table, search_with_landmarks
 from simsearch.store import faiss_ops
-from simsearch.store.folder import LANDMARKS, META_COLUMNS, IndexDir
+from simsearch.store.folder import META_COLUMNS, IndexDir
 from simsearch.vectors import normalize, pooled
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class Index:
                     raise SimsearchError(f"{self.dir.root} keeps no landmark fingerprints, so it cannot tell the same "
                                          "recording apart; re-index without --no-fingerprint to use exclude_same")
                 return self.search_vector(vector, k, filter, group_by_file)
-            return self._search_with_landmarks(vector, x, k, filter, group_by_file, exclude_same)
+            return search_with_landmarks(self, vector, x, k, filter, group_by_file, exclude_same)
         from simsearch.search.text import search_text, text_mode
 
         if not filter and not group_by_file:
@@ -192,60 +193,13 @@ class Index:
         ids = np.array([r["id"] for r in ranked if keep is None or r["id"] in keep], np.int64)
         scores = np.array([r["score"] for r in ranked if keep is None or r["id"] in keep], np.float32)
         if group_by_file:
-            ids, scores = self._best_per_file(ids, scores)
+            ids, scores = self.best_per_file(ids, scores)
         return self.records(ids[:k], scores[:k])
 
     @cached_property
     def landmark_table(self) -> "LandmarkTable | None":
         """Every row's fingerprint landmarks (in self.rows order); None for an index made without them."""
-        if "fingerprint" not in self.info:
-            return None
-        from simsearch.audio.fingerprint import MAX_IN_MEMORY, LandmarkTable, compatible
-
-        if not compatible(self.info["fingerprint"]):
-            log.warning("%s: its landmarks were made with other fingerprint settings (%s); audio search ranks by "
-                        "cosine alone until `simsearch index` re-embeds it into a new --out folder",
-                        self.dir.root, self.info["fingerprint"])
-            return None
-
-        n = self.dir.column_bytes(LANDMARKS, self.info.get("shards")) // 8  # before reading any of them
-        if n > MAX_IN_MEMORY:
-            log.warning("%s: %d landmarks would need %.1f GB in memory (limit %d); audio search ranks by cosine "
-                        "alone (index large collections with --no-fingerprint)", self.dir.root, n, 12 * n / 1e9,
-                        MAX_IN_MEMORY)
-            return None
-        t = self.dir.live_rows(["id", LANDMARKS], self.info.get("shards"))
-        positions = self.rows.index.get_indexer(t.column("id").to_numpy())  # row position of each shard row
-        return LandmarkTable.from_arrow(t.column(LANDMARKS), positions, len(self.rows))
-
-    def _search_with_landmarks(self, vector: np.ndarray, x: np.ndarray, k: int, filter: dict | None,
-                               group_by_file: bool, exclude_same: bool = False) -> list[dict]:
-        """The nearest rows by cosine plus the rows the query's landmarks match, ranked by cosine + match bonus
-        (simsearch.audio.fingerprint.fuse): a noisy, cut or re-encoded copy of an indexed clip finds that clip first."""
-        from simsearch.audio import fingerprint
-
-        match = self.landmark_table.scores(*fingerprint.query_landmarks(x, self.encoder.sample_rate))
-        ids_all = self.rows["id"].to_numpy()
-        same = ids_all[match >= fingerprint.SAME_RECORDING] if exclude_same else np.zeros(0, np.int64)
-        if len(same) and group_by_file:  # every window of a file that is the query's recording goes
-            same = ids_all[self.rows["path"].isin(self.rows["path"].loc[same]).to_numpy()]
-        hits = self.search_vector(vector, k + len(same), filter, group_by_file)
-        matched = np.flatnonzero(fingerprint.bonus(match) > 0)
-        if filter and len(matched):
-            matched = matched[self.filter_mask(filter)[matched]]
-        ids = np.unique(np.r_[np.array([h["id"] for h in hits], np.int64), ids_all[matched]])
-        ids = ids[~np.isin(ids, same)]
-        if not len(ids):
-            return []
-        cosine = self.vectors_for(ids) @ normalize(vector.reshape(1, -1))[0]
-        scores = match[self.rows.index.get_indexer(ids)]
-        extra = {i: {"cosine": round(float(c), 6), "match": round(float(m), 2)} for i, c, m in zip(ids, cosine, scores)}
-        fused = fingerprint.fuse(cosine, scores)
-        order = np.argsort(-fused, kind="stable")
-        ids, fused = ids[order], fused[order].astype(np.float32)
-        if group_by_file:
-            ids, fused = self._best_per_file(ids, fused)
-        return [{**r, **extra[r["id"]]} for r in self.records(ids[:k], fused[:k])]
+        return load_landmark_table(self)
 
     def filter_mask(self, filter: dict) -> np.ndarray:
         """Which rows (in self.rows order) pass a filter dict (see search)."""
@@ -259,7 +213,7 @@ class Index:
     def _file_durations(self) -> np.ndarray:
         return filters.file_durations(self.rows)
 
-    def _best_per_file(self, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def best_per_file(self, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keep the first (best) hit of each file; input is sorted by score."""
         paths = self.rows["path"].reindex(ids).to_numpy()
         _, first = np.unique(paths, return_index=True)
@@ -291,7 +245,7 @@ class Index:
                 ids, scores = I[0][ok], D[0][ok]
             got = len(ids)
             if group_by_file:
-                ids, scores = self._best_per_file(ids, scores)
+                ids, scores = self.best_per_file(ids, scores)
             if len(ids) >= want or got >= n_pass:
                 return ids[:k], scores[:k]
             if got < fetch and not exact and self.kind != "flat":
