@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PIP_VERSION=$(sed -n 's/^# pip==\(.*\)$/\1/p' requirements.lock 2>/dev/null || true)
+# Weights-only packages (installed with --no-deps) keep their pins across refreshes.
+NO_DEPS=$(grep '^# .*(installed with --no-deps' requirements.lock)
 TOOLS=$(mktemp -d)
 trap 'rm -rf "$TOOLS"' EXIT
 "$PY" -m venv "$TOOLS/venv"
@@ -17,7 +19,7 @@ trap 'rm -rf "$TOOLS"' EXIT
   echo "# Exact versions of every package simsearch installs (Python 3.11, Linux x86_64)."
   echo "# Made by scripts/lock.sh; scripts/install.sh installs from it. Do not edit by hand."
   echo "# pip==${PIP_VERSION:-26.3}"
-  echo "# aisfx==0.1.2 (installed with --no-deps: its own pins are ancient)"
+  echo "$NO_DEPS"
   grep -v '^#' requirements.lock.new   # drop pip-compile's own header lines, keep its indented "# via" notes
 } > requirements.lock
 rm -f requirements.lock.new
