@@ -12,8 +12,11 @@ trap 'rm -rf "$TOOLS"' EXIT
 "$PY" -m venv "$TOOLS/venv"
 "$TOOLS/venv/bin/python" -m pip install -q "pip==${PIP_VERSION:-26.3}" "pip-tools==7.7.0"
 # pip-compile resolves for this interpreter and platform (Python 3.11, Linux x86_64); the torch / torchaudio pair
-# is pinned exactly in pyproject, so the resolver cannot split it. --upgrade takes the newest versions in range.
-"$TOOLS/venv/bin/pip-compile" -q --upgrade --strip-extras --allow-unsafe --no-emit-index-url \
+# is pinned exactly in pyproject, so the resolver cannot split it. By default the current pins are kept and only
+# what pyproject added or no longer allows is resolved anew; UPGRADE=1 takes the newest versions in range.
+UPGRADE_FLAG=()
+if [[ "${UPGRADE:-0}" == 1 ]]; then UPGRADE_FLAG=(--upgrade); else grep -v '^# ' requirements.lock > requirements.lock.new; fi
+"$TOOLS/venv/bin/pip-compile" -q "${UPGRADE_FLAG[@]}" --strip-extras --allow-unsafe --no-emit-index-url \
     --no-emit-find-links --extra test --extra ray --output-file requirements.lock.new pyproject.toml
 {
   echo "# Exact versions of every package simsearch installs (Python 3.11, Linux x86_64)."

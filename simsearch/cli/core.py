@@ -8,7 +8,7 @@ import logging
 import sys
 
 from simsearch.cli import scale
-from simsearch.cli.options import add_conditioning_flags, add_fingerprint_flag, conditioning
+from simsearch.cli.options import add_backend_flag, add_conditioning_flags, add_fingerprint_flag, conditioning
 from simsearch.errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
@@ -35,8 +35,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
                         batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
-                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, **conditioning(args),
-                        fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict,
+                        label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, backend=args.backend,
+                        **conditioning(args), fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict,
                         max_duration_s=args.max_duration, shard_rows=args.shard_rows, progress=not args.quiet,
                         **scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_conditioning_flags(s)
     add_fingerprint_flag(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
+    add_backend_flag(s)
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
     s.add_argument("--max-duration", type=float, help="skip files longer than this many seconds")
     s.add_argument("--strict", action="store_true", help="stop at the first bad file")

@@ -1,4 +1,4 @@
-"""Command-line flags shared by `index` and `robustness`: the conditioning every encoder takes."""
+"""Command-line flags shared by `index` and `robustness`: the conditioning every encoder takes, and the backend."""
 from __future__ import annotations
 
 import argparse
@@ -49,3 +49,24 @@ def conditioning(args: argparse.Namespace) -> dict:
     """The parsed conditioning flags as IndexOptions keywords."""
     return {dest: getattr(args, dest) for dest in CONDITIONING_FLAGS}
 
+
+
+def backend_arg(text: str) -> str | dict:
+    """--backend: one name for every part that has several runtimes, or 'part=name,part=name'."""
+    if "=" not in text:
+        return text.strip()
+    out = {}
+    for item in text.split(","):
+        part, eq, name = item.partition("=")
+        if not eq or not part.strip() or not name.strip():
+            raise argparse.ArgumentTypeError(f"write --backend NAME or PART=NAME,PART=NAME, not {text!r}")
+        out[part.strip()] = name.strip()
+    return out
+
+
+def add_backend_flag(s: argparse.ArgumentParser) -> None:
+    """--backend for the commands that build an encoder for new rows."""
+    s.add_argument("--backend", type=backend_arg,
+                   help="runtime of the models that have several: auto (fastest for the device; default), or "
+                        "yamnet: onnx|torch|onnx-s8, whisper-tiny-offline: ct2|torch; one name for all, or "
+                        "'yamnet=torch,whisper-tiny-offline=ct2'")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simsearch.audio.condition import CONDITIONING, REFERENCE_INPUT
+from simsearch.encoders.backends import backend_target, resolve_backend
 from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput, pool_frames
 from simsearch.errors import SimsearchError
 
@@ -156,7 +157,8 @@ def default_conditioning(name: str) -> dict:
 
 
 def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", **options) -> Encoder:
-    """Build the named encoder ('a+b' fuses several); options (pooling, layer, ...) go to its constructor,
+    """Build the named encoder ('a+b' fuses several) on its backend (backends.py; "auto": the fastest for the
+    device); options (pooling, layer, ...) go to its constructor,
     BASE_OPTIONS (conditioning: loudness, trim, bandwidth, noise_twin) to the base class. A conditioning option
     left out is off: callers that want an encoder's default pass default_conditioning(name)."""
     if "+" in name:
@@ -164,12 +166,16 @@ def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", 
 
         return FusionEncoder.build(name, get_encoder, checkpoint, device, _loads_weights, **options)
     spec = spec_of(name)
-    module_name, cls_name = spec.target.split(":")
+    device = resolve_device(device)
+    backend = resolve_backend(name, options.pop("backend", None), device)
+    target, selected = backend_target(name, backend) if backend else (spec.target, {})
+    module_name, cls_name = target.split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
     cls = getattr(module, cls_name)
     common = base_options(options)
     options = {k: v for k, v in options.items() if v is not None and k not in BASE_OPTIONS}
-    enc = cls(name=name, checkpoint=checkpoint or spec.default_checkpoint, device=resolve_device(device), **options)
+    enc = cls(name=name, checkpoint=checkpoint or spec.default_checkpoint, device=device, **selected, **options)
+    enc.backend = backend
     for key, value in common.items():
         setattr(enc, key, value)
     return enc

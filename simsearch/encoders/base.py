@@ -58,6 +58,12 @@ class Encoder:
     trim: float | None = None  # cut lead-in / tail more than this many dB under the gated level; None: keep
     bandwidth: float | None = None  # low-pass (Hz) every clip to, so band-limited copies match; None: full band
     noise_twin: float | None = None  # SNR (dB) of a pink-noise copy embedded beside each clip; None: no twin
+    backend: str | None = None  # runtime of a model that has several (simsearch.encoders.backends); None: one runtime
+
+    @property
+    def precision(self) -> str:
+        """Arithmetic of the forward pass, recorded in index.json: bfloat16 autocast on CUDA, else float32."""
+        return "bfloat16" if str(getattr(self, "device", "cpu")).startswith("cuda") else "float32"
 
     @property
     def dim(self) -> int:
@@ -121,4 +127,6 @@ class Encoder:
             "bandwidth": self.bandwidth,
             "noise_twin": self.noise_twin,
             "text_space": self.text_space,
+            "backend": self.backend,
+            "precision": self.precision,
         }

@@ -27,9 +27,12 @@ from typing import Callable
 import numpy as np
 
 from simsearch.audio.resample import resample
+from simsearch.encoders.backends import has_backends
 from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput
 from simsearch.errors import SimsearchError
 from simsearch.vectors import normalize
+
+PER_PART = (*BASE_OPTIONS, "backend")  # options a fusion may give each part its own value of
 
 
 class FusionEncoder(Encoder):
@@ -49,6 +52,7 @@ class FusionEncoder(Encoder):
             values = {p.name: getattr(p, key) for p in parts}
             setattr(self, key, values[parts[0].name] if len(set(values.values())) == 1 else values)
         self.frame_dim = 0
+        self.backend = {p.name: p.backend for p in parts if p.backend} or None
         text = sorted((i for i, p in enumerate(parts) if p.supports_text),
                       key=lambda i: parts[i].text_space != "clap")  # a CLAP part first (module docstring)
         self.supports_text = bool(text)
@@ -123,6 +127,10 @@ class FusionEncoder(Encoder):
                 return part.class_names()
         raise NotImplementedError(f"none of {self.name!r}'s parts has tags")
 
+    @property
+    def precision(self) -> dict:
+        return {p.name: p.precision for p in self.parts}
+
     def describe(self) -> dict:
         d = super().describe()
         d["parts"] = [p.describe() for p in self.parts]
@@ -131,8 +139,12 @@ class FusionEncoder(Encoder):
 
 
 def part_options(options: dict, part: str) -> dict:
-    """A fusion's options as one part gets them: a {part name: value} conditioning option becomes that part's value."""
-    return {k: (v.get(part) if k in BASE_OPTIONS and isinstance(v, dict) else v) for k, v in options.items()}
+    """A fusion's options as one part gets them: a {part name: value} conditioning option or backend becomes that
+    part's value; one backend for the whole fusion goes to the parts that have several (backends.py)."""
+    out = {k: (v.get(part) if k in PER_PART and isinstance(v, dict) else v) for k, v in options.items()}
+    if "backend" in out and not has_backends(part):
+        out.pop("backend")
+    return out
 
 
 def parse_part(text: str, name: str) -> tuple[str, float]:

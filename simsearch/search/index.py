@@ -13,6 +13,7 @@ import pyarrow as pa
 from simsearch.audio.decode import decode
 from simsearch.audio.windows import split_windows
 from simsearch.encoders import Encoder, get_encoder
+from simsearch.encoders.backends import query_backends
 from simsearch.errors import IndexFormatError, SimsearchError
 from simsearch.search import filters
 from simsearch.search.landmarks import load_landmark_table, search_with_landmarks
@@ -105,7 +106,8 @@ class Index:
         """The encoder recorded in index.json, so queries land in the same space as the rows."""
         if self._encoder is None:
             e = self.info["encoder"]
-            self._encoder = get_encoder(e["name"], e.get("checkpoint"), self.device, **e.get("options", {}))
+            options = {**e.get("options", {}), "backend": query_backends(e["name"], e.get("options", {}).get("backend"))}
+            self._encoder = get_encoder(e["name"], e.get("checkpoint"), self.device, **options)
         return self._encoder
 
     @cached_property
