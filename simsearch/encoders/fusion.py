@@ -27,12 +27,10 @@ from typing import Callable
 import numpy as np
 
 from simsearch.audio.resample import resample
-from simsearch.encoders.backends import has_backends
+from simsearch.encoders.backends import fusion_part_backend, has_backends
 from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput
 from simsearch.errors import SimsearchError
 from simsearch.vectors import normalize
-
-PER_PART = (*BASE_OPTIONS, "backend")  # options a fusion may give each part its own value of
 
 
 class FusionEncoder(Encoder):
@@ -79,7 +77,7 @@ class FusionEncoder(Encoder):
                                      f"from a hub or a file; {name!r} has {which}")
             target = takers[0]
         canonical = "+".join(n if w == 1.0 else f"{n}*{w:g}" for n, w in parsed)
-        parts = [make_part(n, checkpoint if n == target else None, device, **part_options(options, n))
+        parts = [make_part(n, checkpoint if n == target else None, device, **part_options(options, n, names))
                  for n in names]
         return cls(canonical, parts, [w for _, w in parsed], checkpoint)
 
@@ -138,12 +136,14 @@ class FusionEncoder(Encoder):
         return d
 
 
-def part_options(options: dict, part: str) -> dict:
-    """A fusion's options as one part gets them: a {part name: value} conditioning option or backend becomes that
-    part's value; one backend for the whole fusion goes to the parts that have several (backends.py)."""
-    out = {k: (v.get(part) if k in PER_PART and isinstance(v, dict) else v) for k, v in options.items()}
-    if "backend" in out and not has_backends(part):
-        out.pop("backend")
+def part_options(options: dict, part: str, parts: list[str]) -> dict:
+    """A fusion's options as one part gets them: a {part name: value} conditioning option becomes that part's
+    value; the backend as backends.fusion_part_backend gives it (none for parts with one runtime)."""
+    out = {k: (v.get(part) if k in BASE_OPTIONS and isinstance(v, dict) else v) for k, v in options.items()}
+    if "backend" in out:
+        out["backend"] = fusion_part_backend(part, out["backend"], parts)
+        if not has_backends(part):
+            out.pop("backend")
     return out
 
 
