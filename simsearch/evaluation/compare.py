@@ -13,7 +13,7 @@ import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from simsearch.classify.knn import KNN_K, file_vectors, knn_scores
 from simsearch.classify.probe import fit_probe
 from simsearch.errors import SimsearchError
 from simsearch.indexing.options import IndexOptions
+
+if TYPE_CHECKING:
+    from simsearch.classify.finetune import FinetuneSettings
 
 log = logging.getLogger(__name__)
 RETRIEVAL_AT = 10
@@ -135,21 +138,27 @@ def _compile(pattern: str, flag: str) -> re.Pattern:
 
 def retrieval_metrics(x: np.ndarray, labels: Sequence[str], at: int = RETRIEVAL_AT) -> tuple[float, float]:
     """Leave-one-out retrieval over all files: (mean average precision, precision@at); relevant = same label."""
+    aps, _, precs = query_retrieval(x, labels, np.arange(len(x)), at)
+    return float(np.mean(aps)), float(np.mean(precs))
+
+
+def query_retrieval(x: np.ndarray, labels: Sequence[str], queries: np.ndarray,
+                    at: int = RETRIEVAL_AT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query file against all other files: (average precision, P@1, P@at) per query; relevant = same label."""
     from sklearn.metrics import average_precision_score
 
     labels = np.asarray(labels)
-    sims = x @ x.T
     n = len(x)
-    aps, precs = [], []
-    others = ~np.eye(n, dtype=bool)
     at = min(at, n - 1)
-    for i in range(n):
-        rel = labels[others[i]] == labels[i]
-        s = sims[i, others[i]]
+    aps, p1, precs = [], [], []
+    for i in np.asarray(queries):
+        others = np.arange(n) != i
+        rel, s = labels[others] == labels[i], (x @ x[i])[others]
         aps.append(average_precision_score(rel, s))
         top = np.argpartition(-s, at - 1)[:at]
         precs.append(rel[top].mean())
-    return float(np.mean(aps)), float(np.mean(precs))
+        p1.append(float(rel[int(np.argmax(s))]))
+    return np.asarray(aps), np.asarray(p1), np.asarray(precs)
 
 
 def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
@@ -171,33 +180,54 @@ def confused_pairs(y_true: np.ndarray, y_pred: np.ndarray, top: int = 5) -> list
 def evaluate_set(name: str, data: LabelledSet, splits: list[Split], k: int = KNN_K, seed: int = 0,
                  probe_folds: int = 3) -> EncoderResult:
     """kNN and probe accuracy / macro-F1 over the splits' test files, plus leave-one-out retrieval."""
-    from sklearn.metrics import accuracy_score, f1_score
-
     classes = sorted(set(data.labels))
     y_true, knn_pred, probe_pred, cs = [], [], [], []
     for sp in splits:
         xtr, ytr, xte = data.x[sp.train], data.labels[sp.train], data.x[sp.test]
-        kc, ks = knn_scores(xte, xtr, [[v] for v in ytr], k)
-        knn_pred.append(np.asarray(kc, dtype=object)[ks.argmax(axis=1)])
+        knn_pred.append(knn_predict(xte, xtr, ytr, k))
         probe = fit_probe(xtr, ytr, folds=probe_folds, seed=seed)
         probe_pred.append(probe.predict(xte))
         cs.append(probe.meta["C"])
         y_true.append(data.labels[sp.test])
+    aps, p1, p_at = query_retrieval(data.x, data.labels, np.arange(len(data.x)))
+    result = _result(name, classes, y_true, knn_pred, probe_pred, (aps, p1, p_at), data.x.shape[1], k)
+    result.metrics.update(probe_C=cs, rung="frozen")
+    return result
+
+
+def knn_predict(xte: np.ndarray, xtr: np.ndarray, ytr: np.ndarray, k: int) -> np.ndarray:
+    """The label with the most kNN weight for each test vector."""
+    kc, ks = knn_scores(xte, xtr, [[v] for v in ytr], k)
+    return np.asarray(kc, dtype=object)[ks.argmax(axis=1)]
+
+
+def _result(name: str, classes: list[str], y_true: list, knn_pred: list, probe_pred: list,
+            retrieval: tuple[np.ndarray, np.ndarray, np.ndarray], dim: int, k: int) -> EncoderResult:
+    """Metrics from per-fold predictions (lists of arrays, one per fold) and per-query retrieval scores."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    def f1(t, p):
+        return float(f1_score(t, p, average="macro", labels=classes, zero_division=0))
+
+    folds = {"fold_knn_accuracy": [float(accuracy_score(t, p)) for t, p in zip(y_true, knn_pred)],
+             "fold_probe_accuracy": [float(accuracy_score(t, p)) for t, p in zip(y_true, probe_pred)],
+             "fold_macro_f1": [f1(t, p) for t, p in zip(y_true, probe_pred)]}
     y_true, knn_pred, probe_pred = (np.concatenate(v).astype(object) for v in (y_true, knn_pred, probe_pred))
-    mean_ap, p_at = retrieval_metrics(data.x, data.labels)
+    aps, p1, p_at = retrieval
     metrics = {
         "knn_accuracy": float(accuracy_score(y_true, knn_pred)),
         "probe_accuracy": float(accuracy_score(y_true, probe_pred)),
-        "macro_f1": float(f1_score(y_true, probe_pred, average="macro", labels=classes, zero_division=0)),
-        "knn_macro_f1": float(f1_score(y_true, knn_pred, average="macro", labels=classes, zero_division=0)),
-        "map": mean_ap,
-        "p_at_10": p_at,
-        "n_files": int(len(data.labels)),
+        "macro_f1": f1(y_true, probe_pred),
+        "knn_macro_f1": f1(y_true, knn_pred),
+        "map": float(np.mean(aps)),
+        "p_at_10": float(np.mean(p_at)),
+        "p_at_1": float(np.mean(p1)),
+        "n_files": int(len(aps)),
         "n_test": int(len(y_true)),
         "n_classes": len(classes),
-        "dim": int(data.x.shape[1]),
+        "dim": int(dim),
         "k": int(k),
-        "probe_C": cs,
+        **folds,
         "per_class_probe": per_class_accuracy(y_true, probe_pred, classes),
         "per_class_knn": per_class_accuracy(y_true, knn_pred, classes),
         "confused_probe": confused_pairs(y_true, probe_pred),
@@ -227,14 +257,67 @@ def embed_with(src: str | Path, cache: Path, options: IndexOptions) -> tuple[np.
     return index.rows["path"].to_numpy(), index.embeddings()
 
 
+def evaluate_finetune(src: str | Path, data: LabelledSet, splits: list[Split], out: Path, settings: "FinetuneSettings",
+                      options: IndexOptions, k: int = KNN_K) -> EncoderResult:
+    """The fine-tuned rung: per fold, fine-tune on the training files only (out/fold-N/checkpoint, resumable), index
+    src with that checkpoint (the product's `index --checkpoint` path), then kNN and the head on the test files, and
+    retrieval of each test file against all other files (as the frozen encoders' leave-one-out retrieval)."""
+    from simsearch.classify.finetune import finetune_files, load_finetuned
+
+    classes = sorted(set(data.labels))
+    y_true, knn_pred, head_pred, metas, retrieval = [], [], [], [], []
+    for f, sp in enumerate(splits):
+        ckpt = out / f"fold-{f}" / "checkpoint"
+        metas.append(finetune_files(list(data.paths[sp.train]), list(data.labels[sp.train]), ckpt,
+                                    replace(settings, window_s=options.window_s or settings.window_s)))
+        fine = replace(options, encoder=settings.encoder, checkpoint=str(ckpt), fingerprint=False, pooling=None,
+                       layer=None, index_type=None)
+        paths, emb = embed_with(src, out / f"fold-{f}" / "index", fine)
+        fpaths, fx = file_vectors(paths, emb)
+        x = fx[_positions(fpaths, data.paths)]
+        knn_pred.append(knn_predict(x[sp.test], x[sp.train], data.labels[sp.train], k))
+        head = load_finetuned(ckpt)
+        head_pred.append(np.asarray(head.classes, dtype=object)[head.scores(x[sp.test]).argmax(axis=1)])
+        y_true.append(data.labels[sp.test])
+        retrieval.append(query_retrieval(x, data.labels, sp.test))
+    result = _result(f"{settings.encoder}-finetuned", classes, y_true, knn_pred, head_pred,
+                     tuple(np.concatenate(parts) for parts in zip(*retrieval)), x.shape[1], k)
+    result.metrics.update(probe_C=[], rung="fine-tuned", base_encoder=settings.encoder,
+                          finetune_wall_s=[m["wall_s"] for m in metas],
+                          finetune_peak_rss_mb=[m["peak_rss_mb"] for m in metas],
+                          finetune_peak_cuda_mb=[m["peak_cuda_mb"] for m in metas],
+                          finetune_epochs_run=[m["epochs_run"] for m in metas],
+                          finetune_settings={k: v for k, v in metas[0].items() if k in FINETUNE_KEYS})
+    return result
+
+
+FINETUNE_KEYS = ("epochs", "lr", "head_lr", "batch_size", "freeze", "augment", "crop_s", "seed", "device", "precision",
+                 "base_checkpoint")
+
+
+def _positions(have: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Positions of `want` in `have` (every wanted path must be there)."""
+    import pandas as pd
+
+    pos = pd.Index(have).get_indexer(want)
+    if (pos < 0).any():
+        raise SimsearchError(f"{int((pos < 0).sum())} files are missing from the fine-tuned index "
+                             f"(e.g. {want[pos < 0][0]}); were they unreadable?")
+    return pos
+
+
 def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, options: IndexOptions | None = None,
-             plan: SplitPlan = SplitPlan(), k: int = KNN_K) -> tuple[dict[str, EncoderResult], dict]:
+             plan: SplitPlan = SplitPlan(), k: int = KNN_K,
+             finetune: "FinetuneSettings | None" = None) -> tuple[dict[str, EncoderResult], dict]:
     """Embed src with each encoder (indexed as `options` say, cached under out/cache/ENCODER) and evaluate each on the
-    same splits; returns (results, run info)."""
+    same splits; with `finetune`, add the fine-tuned rung of that encoder (evaluated frozen too) on the same splits
+    (out/finetune/ENCODER). Returns (results, run info)."""
     from simsearch.indexing.sources import collect
 
     options = options or IndexOptions()
     encoders = [e.strip() for e in encoders if e.strip()]
+    if finetune is not None and finetune.encoder not in encoders:
+        encoders.append(finetune.encoder)  # the rung is measured against the same encoder frozen
     if not encoders:
         raise SimsearchError("name at least one encoder: --encoders spectral,yamnet")
     items, _ = collect(src, options.label_regex)
@@ -243,7 +326,8 @@ def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, options:
     results: dict[str, EncoderResult] = {}
     info: dict = {"src": str(Path(src).absolute()), "label_regex": options.label_regex, "k": k, "seed": plan.seed}
     for name in encoders:
-        paths, emb = embed_with(src, out / "cache" / name, replace(options, encoder=name))
+        ckpt = finetune.checkpoint if finetune is not None and name == finetune.encoder else options.checkpoint
+        paths, emb = embed_with(src, out / "cache" / name, replace(options, encoder=name, checkpoint=ckpt))
         data = labelled_set(paths, emb, label_by_path.get)
         splits, how = make_splits(data.paths, data.labels, plan.folds, plan.fold_regex, plan.test_regex, plan.seed)
         info.setdefault("splits", how)
@@ -252,4 +336,7 @@ def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, options:
         info.setdefault("unlabelled_files", data.unlabelled)
         log.info("%s: %d files, %s", name, len(data.labels), how)
         results[name] = evaluate_set(name, data, splits, k, plan.seed)
+        if finetune is not None and name == finetune.encoder:
+            rung = evaluate_finetune(src, data, splits, out / "finetune" / name, finetune, options, k)
+            results[rung.name] = rung
     return results, info

@@ -37,10 +37,62 @@ def _pct(v: float) -> str:
 
 
 def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -> list[str]:
-    """Sentences drawn from the numbers: ranking, baseline, whether frozen features suffice, errors, fine-tuning."""
-    order = rank(results)
-    return (_ranking_notes(results, order) + _baseline_notes(results, order, baseline)
-            + _error_notes(results[order[0]], baseline) + _finetune_notes(results, order, baseline))
+    """Sentences drawn from the numbers: ranking, baseline, whether frozen features suffice, errors, fine-tuning,
+    and, when the fine-tuned rung was run, what it bought and what it cost."""
+    frozen = {n: r for n, r in results.items() if not _is_rung(r)}
+    order = rank(frozen)
+    rungs = [r for r in results.values() if _is_rung(r) and r.metrics["base_encoder"] in frozen]
+    guess = _finetune_notes(frozen, order, baseline)
+    notes = (_ranking_notes(frozen, order) + _baseline_notes(frozen, order, baseline)
+             + _error_notes(frozen[order[0]], baseline) + ([f"From the frozen numbers alone: {guess[0]}"] if rungs
+                                                           else guess))
+    for r in rungs:
+        notes += _rung_notes(r, frozen[r.metrics["base_encoder"]])
+    return notes
+
+
+def _is_rung(r: EncoderResult) -> bool:
+    return r.metrics.get("rung") == "fine-tuned"
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Standard deviation over folds (0 for a single split)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _rung_notes(rung: EncoderResult, frozen: EncoderResult) -> list[str]:
+    """What fine-tuning bought over the same encoder's frozen probe (paired per fold) and what it cost."""
+    m, f = rung.metrics, frozen.metrics
+    d_acc = np.subtract(m["fold_probe_accuracy"], f["fold_probe_accuracy"])
+    d_f1 = np.subtract(m["fold_macro_f1"], f["fold_macro_f1"])
+    sd = _spread(d_acc)
+    n = len(d_acc)
+    spread = f"the fold spread ({100 * sd:.1f} points sd of the per-fold differences over {n} folds)" if n > 1 else \
+        f"noise (one split: {100 * 2 * _stderr(m['probe_accuracy'], m['n_test']):.1f} points is two standard errors)"
+    noise = sd if n > 1 else 2 * _stderr(m["probe_accuracy"], m["n_test"])
+    verdict = ("a gain beyond " if d_acc.mean() > noise else "a loss beyond " if d_acc.mean() < -noise
+               else "within ") + spread
+    notes = [f"Fine-tuned rung: {rung.name}'s head reaches accuracy {m['probe_accuracy']:.3f} "
+             f"(per fold {np.mean(m['fold_probe_accuracy']):.3f} ± {_spread(m['fold_probe_accuracy']):.3f}), "
+             f"macro-F1 {m['macro_f1']:.3f}, against the frozen {frozen.name} probe's {f['probe_accuracy']:.3f} "
+             f"(± {_spread(f['fold_probe_accuracy']):.3f}) and {f['macro_f1']:.3f}: it bought "
+             f"{100 * d_acc.mean():+.1f} points of accuracy and {100 * d_f1.mean():+.1f} of macro-F1, {verdict}."]
+    notes.append(f"Search with the fine-tuned embedding (each test file against all other files): P@1 "
+                 f"{m['p_at_1']:.3f} vs {f['p_at_1']:.3f} frozen, mAP {m['map']:.3f} vs {f['map']:.3f}, "
+                 f"kNN accuracy {m['knn_accuracy']:.3f} vs {f['knn_accuracy']:.3f}.")
+    wall, rss = m["finetune_wall_s"], m["finetune_peak_rss_mb"]
+    cuda = [v for v in m.get("finetune_peak_cuda_mb") or [] if v]
+    gpu = f", {max(cuda):.0f} MB peak GPU memory" if cuda else ""
+    notes.append(f"It cost {sum(wall):.0f} s of fine-tuning ({np.mean(wall):.0f} s per fold, "
+                 f"{np.mean(m['finetune_epochs_run']):.1f} epochs on average, "
+                 f"{m.get('finetune_settings', {}).get('device', '?')}) and up to {max(rss):.0f} MB peak RSS{gpu}; "
+                 "the frozen probe needs only the embeddings the index already holds.")
+    if d_acc.mean() <= noise:
+        notes.append(f"Verdict: keep the frozen {frozen.name} probe; fine-tuning did not pay for its cost here.")
+    else:
+        notes.append(f"Verdict: the fine-tuned checkpoint is worth using for labelling (`simsearch finetune`, then "
+                     f"`classify --method finetuned`){' and search' if m['p_at_1'] > f['p_at_1'] else ''}.")
+    return notes
 
 
 def _ranking_notes(results: dict[str, EncoderResult], order: list[str]) -> list[str]:
@@ -157,6 +209,7 @@ def summary_json(results: dict[str, EncoderResult], info: dict) -> dict:
         enc[name] = {**{k: round(float(m[k]), 6) for k in SUMMARY_KEYS},
                      "knn_macro_f1": round(float(m["knn_macro_f1"]), 6),
                      **{k: m[k] for k in ("n_files", "n_test", "n_classes", "dim", "k", "probe_C")},
+                     **{k: v for k, v in m.items() if k.startswith(("fold_", "finetune_", "rung", "base_", "p_at_1"))},
                      "per_class_probe": {c: round(v, 6) for c, v in m["per_class_probe"].items()},
                      "per_class_knn": {c: round(v, 6) for c, v in m["per_class_knn"].items()},
                      "confused_probe": [list(p) for p in m["confused_probe"]],
@@ -200,10 +253,13 @@ def results_table(results: dict[str, EncoderResult]) -> list[str]:
     rows = []
     for i, name in enumerate(rank(results), 1):
         m = results[name].metrics
+        sd = f"± {_spread(m['fold_probe_accuracy']):.3f}" if len(m.get("fold_probe_accuracy", [])) > 1 else "-"
+        rung = m.get("rung") if name != BASELINE else "baseline"
         rows.append([i, name, m["dim"], *(f"{m[k]:.3f}" for k in ("knn_accuracy", "probe_accuracy", "macro_f1",
-                                                                   "knn_macro_f1", "map", "p_at_10"))])
+                                                                   "knn_macro_f1", "map", "p_at_10")),
+                     f"{m['p_at_1']:.3f}" if "p_at_1" in m else "-", sd, rung or "frozen"])
     return _table(["rank", "encoder", "dim", "kNN acc", "probe acc", "macro-F1 (probe)", "macro-F1 (kNN)",
-                   "mAP", "P@10"], rows)
+                   "mAP", "P@10", "P@1", "probe acc fold sd", "rung"], rows)
 
 
 def markdown(results: dict[str, EncoderResult], info: dict, pngs: dict[str, str]) -> str:
@@ -222,8 +278,11 @@ def markdown(results: dict[str, EncoderResult], info: dict, pngs: dict[str, str]
     if info.get("unlabelled_files"):
         lines += [f"{info['unlabelled_files']} files had no label and were left out.", ""]
     lines += ["## Results", "", *results_table(results), "",
-              "Accuracy and macro-F1 are over out-of-fold predictions; mAP and P@10 are leave-one-out retrieval "
-              "over all files (relevant = same label).", "", "## Decision", ""]
+              "Accuracy and macro-F1 are over out-of-fold predictions; mAP, P@10 and P@1 are leave-one-out retrieval "
+              "over all files (relevant = same label)." + (
+                  " For a fine-tuned rung, 'probe' is its trained head, and retrieval ranks each test file against "
+                  "all other files with the embedding fine-tuned without it." if any(map(_is_rung, results.values()))
+                  else ""), "", "## Decision", ""]
     lines += [f"- {s}" for s in decision_note(results)]
     lines += ["", "## Per-class accuracy (probe)", ""]
     classes = sorted({c for r in results.values() for c in r.classes})
