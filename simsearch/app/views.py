@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from simsearch.app.pool import Served
+from simsearch.encoders.profiles import record_line
 from simsearch.search.text import TEXT_ENCODERS, text_mode
 
 
@@ -32,7 +33,7 @@ def query_tags(served: Served, text: str, top: int = 3) -> str:
 
 
 def index_overview(served: Served) -> tuple[str, pd.DataFrame]:
-    """Markdown facts about an index (encoder, checkpoint, dim, counts) and its label histogram."""
+    """Markdown facts about an index (encoder, profile, checkpoint, dim, counts) and its label histogram."""
     info = served.index.info
     enc = info["encoder"]
     counts = info.get("counts", {})
@@ -41,6 +42,7 @@ def index_overview(served: Served) -> tuple[str, pd.DataFrame]:
     facts = [
         ("folder", f"`{served.index.dir.root}`"),
         ("encoder", f"`{enc['name']}`"),
+        ("profile", record_line(info["profile"]) if info.get("profile") else "-"),
         ("checkpoint", f"`{enc.get('checkpoint') or '(bundled)'}`"),
         ("pooling / options", f"{enc.get('pooling') or '-'} {enc.get('options') or ''}"),
         ("dim", f"{info['dim']} ({info.get('metric', 'cosine')})"),

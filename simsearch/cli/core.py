@@ -30,11 +30,14 @@ def _print_results(results: list[dict], as_json: bool) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from simsearch.encoders import DEFAULT_ENCODER
     from simsearch.indexing.job import run_index
     from simsearch.indexing.options import IndexOptions
 
-    opts = IndexOptions(encoder=args.encoder, checkpoint=args.checkpoint, device=args.device,
-                        batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
+    if args.profile and args.encoder:
+        raise SimsearchError(f"--profile {args.profile} picks the encoder itself; give --profile or --encoder, not both")
+    opts = IndexOptions(encoder=args.encoder or DEFAULT_ENCODER, profile=args.profile, checkpoint=args.checkpoint,
+                        device=args.device, batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, backend=args.backend,
                         **conditioning(args), fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict,
                         max_duration_s=args.max_duration, shard_rows=args.shard_rows, progress=not args.quiet,
@@ -70,6 +73,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     e = info["encoder"]
     print(f"index      {d.root}")
     print(f"encoder    {e['name']}  checkpoint={e.get('checkpoint')}  pooling={e.get('pooling')}  {e.get('options') or ''}")
+    if info.get("profile"):
+        from simsearch.encoders.profiles import record_line
+
+        print(f"profile    {record_line(info['profile'])}")
     print(f"dim        {info['dim']}  metric={info['metric']}  faiss={info.get('faiss', {}).get('type')}")
     fx = info.get("faiss", {})
     print(f"faiss      {fx.get('params') or {}}  search={fx.get('search') or {}}  "
@@ -131,7 +138,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from simsearch.encoders import DEFAULT_ENCODER
+    from simsearch.encoders import DEFAULT_ENCODER, profiles
 
     p = argparse.ArgumentParser(prog="simsearch", description="Audio embedding index and similarity search.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -140,8 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", help="embed a folder or manifest into an index folder (resumable)")
     s.add_argument("src", help="folder of audio (walked recursively) or a .csv/.parquet manifest with a 'path' column")
     s.add_argument("--out", required=True, help="index folder, e.g. indexes/NAME")
-    s.add_argument("--encoder", default=DEFAULT_ENCODER,
+    s.add_argument("--encoder",
                    help=f"encoder name, or several joined by '+' (see `simsearch encoders`); default {DEFAULT_ENCODER}")
+    s.add_argument("--profile", choices=profiles.NAMES,
+                   help="pick the encoder for the kind of collection instead of --encoder: "
+                        + "; ".join(f"{p.name}: {p.encoder}" for p in profiles.PROFILES.values())
+                        + "; auto: listen to a sample of the files first and pick one of those (recorded in index.json)")
     s.add_argument("--checkpoint", help="hub id or local path of the encoder's weights")
     s.add_argument("--device", default="auto", help="auto|cpu|cuda")
     s.add_argument("--batch-size", type=int, help="windows per encoder call (default: 32 on CPU, found on a GPU)")

@@ -14,7 +14,14 @@ import pyarrow as pa
 from simsearch.encoders import get_encoder, resolve_device
 from simsearch.errors import IndexFormatError
 from simsearch.indexing.local import _embed_files
-from simsearch.indexing.options import IndexOptions, IndexSummary, _with_recorded_defaults, check_compatible, encoder_record
+from simsearch.indexing.options import (
+    IndexOptions,
+    IndexSummary,
+    _with_recorded_defaults,
+    check_compatible,
+    encoder_record,
+    with_profile,
+)
 from simsearch.indexing.plan import make_plan
 from simsearch.indexing.sources import collect
 from simsearch.indexing.writer import ErrorLog, write_relabelled
@@ -36,6 +43,7 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
         info = d.read_info() if d.exists() else integrity.recover_info(d)
         options = _with_recorded_defaults(options, info)
         items, unreadable = collect(src_path, options.label_regex)
+        options, profile = with_profile(options, info, [item.path for item in items])
         enc = get_encoder(options.encoder, options.checkpoint, options.device, **options.encoder_options())
         if info:
             check_compatible(info, enc, options, d.root)
@@ -69,8 +77,9 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
             errors.close()
         summary.errors = len(errors.entries)
         summary.error_list = errors.entries
+        kept = {**(info or {}), **({"profile": profile} if profile else {})}  # index.json keeps the profile record
         summary.rows = rebuild(d, enc_record=encoder_record(enc, options), options=options, source=str(src_path),
-                               incremental=True, info=info or {})
+                               incremental=True, info=kept)
     summary.seconds = time.perf_counter() - t0
     return summary
 

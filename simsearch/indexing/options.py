@@ -7,7 +7,7 @@ from pathlib import Path
 from simsearch.audio.condition import CONDITIONING
 from simsearch.encoders import DEFAULT_ENCODER, Encoder, default_conditioning
 from simsearch.encoders.backends import mismatched_backend, query_backends
-from simsearch.errors import IndexFormatError
+from simsearch.errors import IndexFormatError, SimsearchError
 
 DEFAULT_WINDOW_S = 10.0
 OFF = "off"  # an option given as "off" is recorded as None (not applied)
@@ -18,6 +18,9 @@ class IndexOptions:
     """Everything `simsearch index` takes besides the source and the output folder."""
 
     encoder: str = DEFAULT_ENCODER
+    # a collection profile instead of an encoder (simsearch.encoders.profiles): general|music|oneshots|auto; with
+    # a profile leave `encoder` at its default
+    profile: str | None = None
     checkpoint: str | None = None
     device: str = "auto"
     batch_size: int | None = None  # None: 32 on CPU, the largest that pays off on a GPU (autobatch)
@@ -99,9 +102,10 @@ def check_compatible(info: dict, enc: Encoder, options: IndexOptions, root: Path
     new = encoder_record(enc, options)
     for key in ("name", "checkpoint", "dim", "pooling", *CONDITIONING):
         if old.get(key) != new.get(key):
+            made = f" (made with --profile {info['profile']['name']}: repeat it)" if info.get("profile") else ""
             raise IndexFormatError(
                 f"{root} was built with encoder {old.get('name')} ({key}={old.get(key)!r}), not {new.get(key)!r}; "
-                "use another --out folder")
+                f"use another --out folder{made}")
     part = mismatched_backend(new["name"], old.get("backend"), new.get("backend"))
     if part:
         raise IndexFormatError(f"{root} holds {part} vectors of a backend ({old.get('backend') or 'none recorded'}) "
@@ -136,3 +140,21 @@ def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOp
     return replace(options, window_s=window, hop_s=hop, label_regex=regex, fingerprint=fingerprint, backend=backend,
                    **conditioning)
 
+
+def with_profile(options: IndexOptions, info: dict | None, paths: list[str]) -> tuple[IndexOptions, dict | None]:
+    """A profile's encoder in place of `encoder`, and the profile as index.json records it: an index that recorded
+    one keeps that record, and `auto` on it keeps its encoder rather than listening to the collection again."""
+    from dataclasses import replace
+
+    from simsearch.encoders import profiles
+
+    if options.profile is None:
+        return options, None
+    if options.encoder != DEFAULT_ENCODER:
+        raise SimsearchError(f"give a profile or an encoder, not both: profile {options.profile!r} picks the encoder "
+                             f"itself, and encoder {options.encoder!r} was given")
+    recorded = (info or {}).get("profile")
+    if options.profile == profiles.AUTO and info:
+        return replace(options, encoder=info["encoder"]["name"]), recorded
+    record = profiles.resolve(options.profile, paths)
+    return replace(options, encoder=record["encoder"]), recorded or record
