@@ -28,6 +28,25 @@ def write(path: Path, x: np.ndarray, sr: int = 16000, **kw) -> Path:
     return path
 
 
+def labelled_clip(cls: str, pos: float, seconds: float = 1.0, seed: int | None = None) -> np.ndarray:
+    """Clip number `pos` of three easy classes ("low" tone, "high" tone, any other name noise); a fractional pos
+    gives a new clip between the written ones."""
+    seed = int(pos) if seed is None else seed
+    if cls == "low":
+        return tone(200 + 15 * pos, seconds, seed=seed)
+    if cls == "high":
+        return tone(3000 + 150 * pos, seconds, seed=100 + seed)
+    return noise(seconds, seed=200 + seed)
+
+
+def write_labelled(root: Path, classes: tuple[str, ...], n: int = 6) -> Path:
+    """n one-second clips of each class in sub-folders named by the class (labels from folder names)."""
+    for cls in classes:
+        for i in range(n):
+            write(root / cls / f"{cls}{i}.wav", labelled_clip(cls, i))
+    return root
+
+
 @pytest.fixture
 def class_folder(tmp_path: Path) -> Path:
     """Three classes in sub-folders: low tones, high tones, noise bursts; four clips each, mixed rates."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, noise, tone, write
+from conftest import SHARED_DATA, labelled_clip, noise, tone, write, write_labelled
 
 from simsearch.classify.knn import KNN_TEMPERATURE, knn_scores
 from simsearch.classify.label import classify
@@ -20,24 +20,11 @@ from simsearch.search.index import Index
 CLASSES = ("low", "high", "noise")
 
 
-def _clip(cls: str, pos: float, seed: int | None = None) -> np.ndarray:
-    """Clip number `pos` of a class; a fractional pos gives a new clip between the indexed ones."""
-    seed = int(pos) if seed is None else seed
-    if cls == "low":
-        return tone(200 + 15 * pos, 1.0, seed=seed)
-    if cls == "high":
-        return tone(3000 + 150 * pos, 1.0, seed=100 + seed)
-    return noise(1.0, seed=200 + seed)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """3 labelled classes x 6 clips in sub-folders, plus one unlabelled clip at the top (a copy of a query)."""
-    root = tmp_path_factory.mktemp("classify") / "corpus"
-    for cls in CLASSES:
-        for i in range(6):
-            write(root / cls / f"{cls}{i}.wav", _clip(cls, i))
-    write(root / "unlabelled_high.wav", _clip("high", 2.5, seed=10))
+    root = write_labelled(tmp_path_factory.mktemp("classify") / "corpus", CLASSES)
+    write(root / "unlabelled_high.wav", labelled_clip("high", 2.5, seed=10))
     return root
 
 
@@ -51,7 +38,7 @@ def index_dir(corpus: Path) -> Path:
 @pytest.fixture(scope="module")
 def queries(corpus: Path) -> dict[str, Path]:
     """Held-out clips, one per class, that are not in the index."""
-    return {cls: write(corpus.parent / "queries" / f"{cls}.wav", _clip(cls, 3.5, seed=11)) for cls in CLASSES}
+    return {cls: write(corpus.parent / "queries" / f"{cls}.wav", labelled_clip(cls, 3.5, seed=11)) for cls in CLASSES}
 
 
 def test_knn_votes_are_similarity_weighted() -> None:
@@ -126,22 +113,22 @@ def test_multi_label_probe_from_manifest_cli(tmp_path: Path, capsys) -> None:
     rows = ["path,label"]
     for cls, tag in (("low", "low;tonal"), ("high", "high;tonal"), ("noise", "noise")):
         for i in range(5):
-            rows.append(f"{write(tmp_path / f'{cls}{i}.wav', _clip(cls, i))},{tag}")
+            rows.append(f"{write(tmp_path / f'{cls}{i}.wav', labelled_clip(cls, i))},{tag}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     run_index(tmp_path / "m.csv", tmp_path / "idx", IndexOptions(encoder="spectral", progress=False, num_workers=0))
     assert main(["probe", str(tmp_path / "idx"), "--multi-label", "--folds", "3"]) == 0
     assert "multi-label" in capsys.readouterr().out
     probe = load_probe(tmp_path / "idx")
     assert probe.multi_label and "tonal" in probe.classes
-    out = classify(Index.open(tmp_path / "idx"), {"array": _clip("high", 1.5, seed=9), "sampling_rate": 16000}, "probe")
+    out = classify(Index.open(tmp_path / "idx"), {"array": labelled_clip("high", 1.5, seed=9), "sampling_rate": 16000}, "probe")
     top2 = {r["label"] for r in out[:2]}
     assert top2 == {"high", "tonal"}
 
 
 def test_user_errors_are_one_line(tmp_path: Path, corpus: Path, queries: dict, capsys) -> None:
     bare = tmp_path / "bare"
-    write(bare / "a.wav", _clip("low", 0))
-    write(bare / "b.wav", _clip("high", 0))
+    write(bare / "a.wav", labelled_clip("low", 0))
+    write(bare / "b.wav", labelled_clip("high", 0))
     run_index(bare, tmp_path / "idx", IndexOptions(encoder="spectral", progress=False, num_workers=0))
     assert main(["classify", str(tmp_path / "idx"), "--audio", str(queries["low"]), "--method", "probe"]) == 2
     assert "simsearch probe" in capsys.readouterr().err

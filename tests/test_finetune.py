@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import noise, tone, write
+from conftest import labelled_clip, write, write_labelled
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,22 +24,13 @@ CLASSES = ("low", "high", "hiss")
 
 
 def _clip(cls: str, i: float, seconds: float = 1.0) -> np.ndarray:
-    seed = int(i * 10)
-    if cls == "low":
-        return tone(200 + 20 * i, seconds, seed=seed)
-    if cls == "high":
-        return tone(3000 + 150 * i, seconds, seed=100 + seed)
-    return noise(seconds, seed=200 + seed)
+    return labelled_clip(cls, i, seconds, seed=int(i * 10))
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """3 classes x 6 one-second clips in sub-folders (labels from the folder names)."""
-    root = tmp_path_factory.mktemp("finetune") / "corpus"
-    for cls in CLASSES:
-        for i in range(6):
-            write(root / cls / f"{cls}{i}.wav", _clip(cls, i))
-    return root
+    return write_labelled(tmp_path_factory.mktemp("finetune") / "corpus", CLASSES)
 
 
 @pytest.fixture(scope="module")
