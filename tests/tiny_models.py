@@ -201,3 +201,46 @@ def chirp(seconds: float, sr: int = 16000, f0: float = 100.0, f1: float = 4000.0
     rng = np.random.default_rng(seed)
     x = 0.4 * np.sin(2 * np.pi * (f0 * t + 0.5 * k * t**2)) + 0.05 * rng.standard_normal(t.size)
     return x.astype(np.float32)
+
+
+# Same switches as the official iter3 / iter3+AS2M cfg (deep norm, gated relative position bias, 16x16 patches,
+# embed_dim != encoder_embed_dim so post_extract_proj exists), shrunk so the tests run in seconds.
+BEATS_TINY_CFG = {
+    "encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 2,
+    "activation_fn": "gelu", "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.05, "dropout_input": 0.0, "layer_norm_first": False, "conv_bias": False,
+    "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 32,
+    "max_distance": 64, "gru_rel_pos": True, "deep_norm": True, "input_patch_size": 16,
+    "layer_wise_gradient_decay_ratio": 0.6, "embed_dim": 32, "finetuned_model": False,
+}
+
+
+def beats_tiny_model(finetuned: bool = False, n_layers: int = 2, seed: int = 0):
+    import torch
+
+    from simsearch.encoders.beats_model import BEATs, BEATsConfig
+
+    torch.manual_seed(seed)
+    cfg = {**BEATS_TINY_CFG, "encoder_layers": n_layers, "finetuned_model": finetuned,
+           **({"predictor_class": 527, "predictor_dropout": 0.0} if finetuned else {})}
+    model = BEATs(BEATsConfig.from_dict(cfg))
+    with torch.no_grad():  # make norms, biases and gates non-trivial so a wiring mistake shows
+        for name, prm in model.named_parameters():
+            if name.endswith("grep_a"):
+                prm.uniform_(0.5, 1.5)
+            elif prm.dim() == 1:
+                prm.add_(0.1 * torch.randn_like(prm))
+    return model, cfg
+
+
+def build_beats(tmp_path, name="tiny.pt", finetuned=False, n_layers=2):
+    """A tiny BEATs checkpoint in the official .pt layout ({"cfg", "model"[, "label_dict"]})."""
+    import torch
+
+    model, cfg = beats_tiny_model(finetuned, n_layers)
+    ckpt = {"cfg": cfg, "model": model.state_dict()}
+    if finetuned:
+        ckpt["label_dict"] = {i: f"/m/tag{i}" for i in range(527)}
+    path = tmp_path / name
+    torch.save(ckpt, path)
+    return path

@@ -23,6 +23,7 @@ from simsearch.errors import SimsearchError
 HEAD_SCALE = 16.0  # cosine-softmax temperature: logits span +-16, enough for confident classes without saturating
 LABEL_SMOOTHING = 0.1  # small labelled sets: keeps the head from driving a few clips to certainty
 YAMNET_WEIGHTS = "yamnet_torch.safetensors"  # what simsearch.encoders.yamnet_torch.load_yamnet_net reads in a folder
+BEATS_WEIGHTS = "beats.pt"  # official BEATs layout; a folder holding one .pt is a BEATs checkpoint
 
 
 class Backbone(nn.Module):
@@ -108,6 +109,51 @@ class YamnetBackbone(Backbone):
         state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.cpu().contiguous()
                  for k, v in self.net.state_dict().items()}
         save_file(state, str(folder / YAMNET_WEIGHTS), metadata={"format": "pt", "quantize": "false"})
+
+
+class BeatsBackbone(Backbone):
+    """BEATs (beats_model) on its fbank patches: time steps (the mel patches of a step averaged) pooled by a masked mean
+    over the steps that hold audio, as BeatsEncoder pools them. A fine-tuned checkpoint's AudioSet predictor stays."""
+
+    def __init__(self, enc: Encoder):
+        super().__init__()
+        if enc.layer is not None:
+            raise SimsearchError("fine-tuning pools the last layer; leave --layer out")
+        self.model, self.cfg, self.label_dict = enc.model, enc.cfg, enc.label_dict
+        self.min_samples, self.sample_rate, self.dim = enc.min_samples, enc.sample_rate, enc.frame_dim
+        self.model.patch_embedding.requires_grad_(False)  # the patch embedding is the front end, as in BEATs' recipe
+        if self.model.predictor is not None:
+            self.model.predictor.requires_grad_(False)
+
+    def collate(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        lengths = [max(len(x), self.min_samples) for x in waves]  # a clip under one patch counts as one patch
+        batch = np.zeros((len(waves), max(lengths)), np.float32)
+        for i, x in enumerate(waves):
+            batch[i, :len(x)] = x
+        return {"inputs": torch.from_numpy(batch), "lengths": torch.tensor(lengths)}
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from simsearch.encoders.beats_model import beats_fbank
+
+        with torch.autocast(inputs.device.type, enabled=False):  # the fbank front end stays float32
+            fbank = beats_fbank(inputs.float())
+        pad = self.model.patch_padding_mask(lengths, inputs.shape[1], device=inputs.device)
+        out = self.model(fbank, padding_mask=pad if bool(pad.any()) else None)
+        t, f = out.grid
+        steps = out.hidden.reshape(len(inputs), t, f, -1).mean(dim=2)
+        return _masked_mean(steps, (~pad.view(len(inputs), t, f)[:, :, 0]).sum(dim=1))
+
+    def blocks(self) -> list[list[nn.Parameter]]:
+        groups = [list(b.parameters()) for b in self.model.encoder.layers]
+        rest = [p for p in self.model.parameters() if all(p is not q for g in groups for q in g)]
+        return groups + [rest]
+
+    def save(self, folder: Path) -> None:
+        state = {k: v.detach().float().cpu() for k, v in self.model.state_dict().items()}
+        ckpt = {"cfg": self.cfg.to_dict(), "model": state}
+        if self.label_dict:
+            ckpt["label_dict"] = self.label_dict
+        torch.save(ckpt, folder / BEATS_WEIGHTS)  # the one .pt in the folder, which BeatsEncoder's loader reads
 
 
 # transformers modules kept fixed as the front end: the conv feature encoder (wav2vec2 recipe), Whisper's conv
@@ -205,14 +251,17 @@ class HFBackbone(Backbone):
 
 def backbone_for(enc: Encoder) -> Backbone:
     """The trainable form of a built encoder, or a clear error for encoders that cannot be fine-tuned."""
+    from simsearch.encoders.beats import BeatsEncoder
     from simsearch.encoders.hf import HFAudioEncoder
     from simsearch.encoders.yamnet_torch import YamnetTorchEncoder
 
     if isinstance(enc, YamnetTorchEncoder):
         return YamnetBackbone(enc)
+    if isinstance(enc, BeatsEncoder):
+        return BeatsBackbone(enc)
     if isinstance(enc, HFAudioEncoder):
         return HFBackbone(enc)
-    raise SimsearchError(f"encoder {enc.name!r} cannot be fine-tuned; use yamnet-torch, whisper-tiny-torch or a "
+    raise SimsearchError(f"encoder {enc.name!r} cannot be fine-tuned; use yamnet-torch, whisper-tiny-torch, beats or a "
                          "transformers encoder (wav2vec2, hubert, wavlm, data2vec-audio, ast, whisper)")
 
 
@@ -246,6 +295,20 @@ class FinetuneModel(nn.Module):
         super().__init__()
         self.backbone, self.multi_label = backbone, multi_label
         self.head = CosineHead(backbone.dim, n_classes)
+
+    def state_dict(self, *args, **kwargs):
+        """Tensors that share memory (BEATs' one relative-position table on every layer) as copies: the Trainer writes
+        resume checkpoints with safetensors, which refuses shared memory; loading sets each copy to the same value."""
+        state = super().state_dict(*args, **kwargs)
+        if kwargs.get("keep_vars"):
+            return state
+        seen: set[int] = set()
+        for key, value in state.items():
+            ptr = value.untyped_storage().data_ptr()
+            if ptr and ptr in seen:
+                state[key] = value.clone()
+            seen.add(ptr)
+        return state
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor,
                 labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

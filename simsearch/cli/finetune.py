@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("finetune", help="fine-tune an encoder + classification head on an index's labelled files")
     s.add_argument("dir", help="index folder whose labelled files (paths + labels) to train on")
     s.add_argument("--encoder", required=True,
-                   help="yamnet-torch, whisper-tiny-torch, or a transformers encoder (wav2vec2, hubert, wavlm, "
-                        "data2vec-audio, ast, whisper) with --checkpoint")
+                   help="yamnet-torch, whisper-tiny-torch, or with --checkpoint beats or a transformers encoder "
+                        "(wav2vec2, hubert, wavlm, data2vec-audio, ast, whisper)")
     s.add_argument("--checkpoint", help="base weights (hub id or folder); default: the encoder's own")
     s.add_argument("--out", required=True, help="checkpoint folder to write (re-run the command to resume)")
     s.add_argument("--epochs", type=int, default=15, help="most epochs (early stopping may end sooner; default 15)")
