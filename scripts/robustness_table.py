@@ -34,6 +34,7 @@ from simsearch.evaluation.robustness import (
     embed_clips,
     load_clips,
     markdown_table,
+    perturbation_names,
     pick_items,
     run_robustness,
 )
@@ -106,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", action="append", required=True, help="NAME=ENCODER[:key=value,...] (repeat)")
     p.add_argument("--sets", default="sonic-pi,fsdd")
-    p.add_argument("--perturbations", help="comma-separated subset (default: all)")
+    p.add_argument("--perturbations", help="comma-separated names or groups (default: the everyday group; "
+                                           "the mixes take FSDD speech and Sonic Pi music)")
     p.add_argument("--no-classify", action="store_true")
     p.add_argument("--no-robustness", action="store_true", help="kNN / probe only")
     p.add_argument("--out", default="/tmp/robust-table")
     args = p.parse_args(argv)
     out = Path(args.out)
     (out / "cache").mkdir(parents=True, exist_ok=True)
-    perts = args.perturbations.split(",") if args.perturbations else None
+    perts = perturbation_names(args.perturbations.split(",")) if args.perturbations else None
     report = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for text in args.config:
         name, encoder, options, fingerprint = parse_config(text)
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.time()
             if not args.no_robustness and ("rows" not in entry or (perts and not set(perts) <= set(entry["rows"]))):
                 run = RobustnessRun(encoder=encoder, options=options, label_regex=spec["regex"], limit=spec["limit"],
-                                    perturbations=perts, seed=0, progress=False, fingerprint=fingerprint)
+                                    perturbations=perts, seed=0, progress=False, fingerprint=fingerprint,
+                                    speech=str(SETS["fsdd"]["src"]), music=str(SETS["sonic-pi"]["src"]))
                 r = run_robustness(spec["src"], run, enc=enc)
                 entry.update(rows=r.rows, info={k: v for k, v in r.info.items() if k != "errors"})
             if not args.no_classify and "classify" not in entry:

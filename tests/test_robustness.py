@@ -11,7 +11,7 @@ from conftest import noise, tone
 
 from simsearch.audio.condition import gated_level_db, normalize_loudness, trim_silence
 from simsearch.audio.perturb import (
-    PERTURBATIONS,
+    GROUPS,
     add_noise,
     crop,
     delay,
@@ -115,12 +115,12 @@ def test_delay_adds_half_a_second_and_crop_keeps_the_start():
 
 def test_perturbations_are_seeded_and_named():
     x = music(1.0)
-    assert set(PERTURBATIONS) == {"gain-12", "gain+6", "white20", "white10", "pink20", "pink10", "lowpass4k",
-                                  "mp3-64k", "delay0.5", "crop60"}
+    assert set(GROUPS["everyday"]) == {"gain-12", "gain+6", "white20", "white10", "pink20", "pink10", "lowpass4k",
+                                       "mp3-64k", "delay0.5", "crop60"}
     np.testing.assert_array_equal(perturb("white10", x, SR, seed=7), perturb("white10", x, SR, seed=7))
     assert not np.array_equal(perturb("white10", x, SR, seed=7), perturb("white10", x, SR, seed=8))
     with pytest.raises(SimsearchError):
-        perturb("reverb", x, SR)
+        perturb("nope", x, SR)
 
 
 # ---------------------------------------------------------------- conditioning
@@ -330,7 +330,7 @@ def test_robustness_cli_reports_every_perturbation(class_folder, tmp_path, capsy
     assert main(["robustness", str(class_folder), "--encoder", "spectral", "--loudness", "-20", "--out", str(out),
                  "--json", "-q"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res["rows"]) == {"clean", *PERTURBATIONS}
+    assert set(res["rows"]) == {"clean", *GROUPS["everyday"]}
     for row in res["rows"].values():
         assert 0.0 <= row["rank1"] <= 1.0 and 0.0 <= row["map"] <= 1.0 and row["n"] == 12
     assert res["rows"]["clean"]["rank1"] == 1.0

@@ -35,7 +35,7 @@ MIN_SCORE = 3.0  # match scores under this add nothing
 FULL_SCORE = 30.0  # a score this high earns the whole bonus
 BONUS = 0.4  # added to the cosine of a full match
 MAX_IN_MEMORY = 150_000_000  # landmarks (12 bytes each in the table, ~1.8 GB): above this search skips them
-SAME_RECORDING = 10.0  # scores this high are reported as "the same recording" (different FSDD recordings reached it in
+SAME_RECORDING = 10.0  # reported as "the same recording"; different recordings reach it in 0.016 % of pairs
 
 
 def describe() -> dict:

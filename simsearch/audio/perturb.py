@@ -1,12 +1,15 @@
-"""Everyday changes a query can go through (level, noise, codec, band limit, offset, crop), seeded.
+"""Changes a query can go through, seeded: everyday ones (level, noise, codec, band limit, offset, crop), pitch,
+tempo and speed changes, another recording mixed in, and room reverb.
 
 Every perturbation maps (mono float32 waveform, sample rate, rng) to a new waveform at the same
-rate, so a robustness run can check that the original still comes back first. Levels are not
-clipped: the embedding pipeline works on floats, and clipping would change more than the level.
+rate, so a robustness run can check that the original still comes back first; the mixes also take the other
+recording (`background`). Levels are not clipped: the embedding pipeline works on floats, and clipping would
+change more than the level. Pitch and tempo use torchaudio's phase vocoder, speed and pitch its resampler.
 """
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +20,8 @@ from simsearch.errors import SimsearchError
 
 MP3_KBPS = 64
 LOWPASS_RATE = 8000  # resample down to this and back: nothing above 4 kHz survives
+VOCODER_S = 0.046  # phase-vocoder window (about 2048 samples at 44.1 kHz): long enough for the pitch of music
+RT60_S = 0.6  # reverb time of the synthetic room: a living room or a small classroom
 
 
 def rms(x: np.ndarray) -> float:
@@ -119,13 +124,70 @@ def crop(x: np.ndarray, fraction: float = 0.6) -> np.ndarray:
     return x[: max(1, int(round(len(x) * fraction)))].astype(np.float32)
 
 
+def stretch(x: np.ndarray, sr: int, rate: float) -> np.ndarray:
+    """Phase-vocoder time stretch (torchaudio TimeStretch): `rate` > 1 plays faster and shorter, pitch kept."""
+    import torch
+    import torchaudio.transforms as T
+
+    n_fft = 2 ** round(math.log2(VOCODER_S * sr))
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(torch.from_numpy(np.asarray(x, np.float32)), n_fft, hop, window=window, pad_mode="constant",
+                      return_complex=True)  # zero padding: a clip shorter than half a window has nothing to reflect
+    out = T.TimeStretch(hop_length=hop, n_freq=n_fft // 2 + 1, fixed_rate=rate)(spec)
+    y = torch.istft(out, n_fft, hop, window=window, length=max(1, int(round(len(x) / rate))))
+    return y.numpy().astype(np.float32)
+
+
+def speed(x: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """Play `factor` times as fast, as tape or a turntable does: shorter, and the pitch follows."""
+    return resample(np.asarray(x, np.float32), int(round(sr * factor)), sr).astype(np.float32)
+
+
+def pitch_shift(x: np.ndarray, sr: int, semitones: float) -> np.ndarray:
+    """Shift the pitch by `semitones`, length and tempo kept: stretch by the pitch ratio, then speed it back."""
+    ratio = 2.0 ** (semitones / 12.0)
+    return _fit_length(speed(stretch(x, sr, 1.0 / ratio), sr, ratio), len(x))
+
+
+def mix_in(x: np.ndarray, other: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add another recording (at x's rate) under x at `snr_db` over the whole clip, looped from a seeded start."""
+    other = np.asarray(other, np.float32)
+    if not x.size or not other.size:
+        return x.astype(np.float32)
+    start = int(rng.integers(len(other)))
+    y = np.tile(other, -(-(start + len(x)) // len(other)))[start:start + len(x)]
+    level = rms(x) / 10.0 ** (snr_db / 20.0) / (rms(y) or 1.0)
+    return (x + y * np.float32(level)).astype(np.float32)
+
+
+def room_impulse(sr: int, rng: np.random.Generator, rt60: float = RT60_S) -> np.ndarray:
+    """A synthetic room: noise under an exponential envelope that falls 60 dB in `rt60` seconds, unit energy."""
+    t = np.arange(int(rt60 * sr)) / sr
+    ir = rng.standard_normal(len(t)) * np.exp(-math.log(1000.0) * t / rt60)
+    return (ir / np.sqrt(np.sum(ir**2))).astype(np.float32)
+
+
+def reverb(x: np.ndarray, sr: int, rng: np.random.Generator, rt60: float = RT60_S) -> np.ndarray:
+    """Convolve with a synthetic room (scipy), same length and RMS as the dry clip."""
+    from scipy.signal import fftconvolve
+
+    if not x.size:
+        return x.astype(np.float32)
+    y = fftconvolve(x.astype(np.float64), room_impulse(sr, rng, rt60))[: len(x)]
+    return (y * (rms(x) / (rms(y) or 1.0))).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Perturbation:
-    """A named change: apply(x, sr, rng) -> waveform at the same rate."""
+    """A named change: apply(x, sr, rng) -> waveform at the same rate; with a `background` kind ("speech",
+    "music"), apply(x, sr, rng, other) mixes in `other`, a recording of that kind at rate sr."""
 
     name: str
-    apply: Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+    apply: Callable[..., np.ndarray]
     summary: str
+    group: str = "everyday"
+    background: str | None = None
 
 
 PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in [
@@ -139,12 +201,28 @@ PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in [
     Perturbation("mp3-64k", lambda x, sr, rng: mp3_roundtrip(x, sr), "MP3 at 64 kbit/s CBR and back"),
     Perturbation("delay0.5", lambda x, sr, rng: delay(x, sr, 0.5), "0.5 s of silence prepended"),
     Perturbation("crop60", lambda x, sr, rng: crop(x, 0.6), "first 60 % only"),
+    *[Perturbation(f"pitch{n:+d}", lambda x, sr, rng, n=n: pitch_shift(x, sr, n),
+                   f"pitch {n:+d} semitone{'s' * (abs(n) > 1)}, tempo kept", "pitch-tempo") for n in (1, -1, 2, -2)],
+    *[Perturbation(f"tempo{p:+d}", lambda x, sr, rng, p=p: stretch(x, sr, 1 + p / 100),
+                   f"tempo {p:+d} %, pitch kept", "pitch-tempo") for p in (5, -5, 10, -10)],
+    *[Perturbation(f"speed{p:+d}", lambda x, sr, rng, p=p: speed(x, sr, 1 + p / 100),
+                   f"speed {p:+d} % (tape: the pitch follows)", "pitch-tempo") for p in (5, -5)],
+    *[Perturbation(f"{kind}{snr}", lambda x, sr, rng, other, snr=snr: mix_in(x, other, snr, rng),
+                   f"another {kind} recording mixed in, {snr} dB SNR", "mix", kind)
+      for kind in ("speech", "music") for snr in (5, 0)],
+    Perturbation("reverb0.6", lambda x, sr, rng: reverb(x, sr, rng), "synthetic room, RT60 0.6 s", "room"),
 ]}
+GROUPS = {g: [n for n, p in PERTURBATIONS.items() if p.group == g] for g in ("everyday", "pitch-tempo", "mix", "room")}
 
 
-def perturb(name: str, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
-    """Apply the named perturbation with its own seeded RNG, so each clip's copy reproduces alone."""
+def perturb(name: str, x: np.ndarray, sr: int, seed: int = 0, other: np.ndarray | None = None) -> np.ndarray:
+    """Apply the named perturbation with its own seeded RNG, so each clip's copy reproduces alone; a mix needs
+    `other` (a recording of its background kind at rate sr)."""
     if name not in PERTURBATIONS:
         raise SimsearchError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
-    return PERTURBATIONS[name].apply(np.asarray(x, np.float32), int(sr), np.random.default_rng(seed))
+    p = PERTURBATIONS[name]
+    if p.background and other is None:
+        raise SimsearchError(f"{name} mixes in another {p.background} recording; none was given")
+    args = (np.asarray(other, np.float32),) if p.background else ()
+    return p.apply(np.asarray(x, np.float32), int(sr), np.random.default_rng(seed), *args)
 

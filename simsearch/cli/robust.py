@@ -13,7 +13,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run, for the report."""
     parts = ["simsearch", "robustness", args.src, "--encoder", args.encoder]
     for flag in ("checkpoint", "pooling", *CONDITIONING_FLAGS, "layer", "label_regex", "limit", "perturbations",
-                 "seed", "window"):
+                 "speech", "music", "seed", "window"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
@@ -33,7 +33,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                         label_regex=args.label_regex, limit=args.limit, perturbations=perturbations, seed=args.seed,
                         window_s=args.window, device=args.device, batch_size=args.batch_size,
                         max_duration_s=args.max_duration, fingerprint=args.fingerprint is not False,
-                        progress=not args.quiet)
+                        speech=args.speech, music=args.music, progress=not args.quiet)
     result = run_robustness(args.src, run)
     results = {args.encoder: result}
     if args.out:
@@ -49,11 +49,14 @@ def cmd_robustness(args: argparse.Namespace) -> int:
               f"{s['mean_rank1']:.3f}, worst {s['min_rank1']:.3f} ({s['worst']}); options {result.info['options']}; "
               f"fingerprint {'on' if result.info['fingerprint'] else 'off'}; leave-one-out P@1 of the originals "
               f"{result.rows['clean']['loo_p1']:.3f}")
+        if "false_same" in s:
+            print(f"false same-recording claims {100 * s['false_same']:.3f} % of {s['pairs']} pairs of different "
+                  f"recordings (any bonus: {100 * s['false_bonus']:.3f} %)")
     return 0
 
 
 def register(subparsers) -> None:
-    from simsearch.audio.perturb import PERTURBATIONS
+    from simsearch.audio.perturb import GROUPS, PERTURBATIONS
     from simsearch.encoders import DEFAULT_ENCODER
     from simsearch.indexing.options import DEFAULT_WINDOW_S
 
@@ -69,7 +72,10 @@ def register(subparsers) -> None:
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--label-regex", help="labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")
-    s.add_argument("--perturbations", help=f"comma-separated subset of: {', '.join(PERTURBATIONS)}")
+    s.add_argument("--perturbations", help=f"comma-separated names or groups (default everyday): "
+                                           f"{', '.join(PERTURBATIONS)}; groups {', '.join(GROUPS)}, all")
+    s.add_argument("--speech", help="folder or manifest of speech for the speech mixes (may be SRC itself)")
+    s.add_argument("--music", help="folder or manifest of music for the music mixes (may be SRC itself)")
     s.add_argument("--seed", type=int, default=0, help="seed for the subset and the noise (default 0)")
     s.add_argument("--window", type=float, default=DEFAULT_WINDOW_S,
                    help=f"window length in seconds, as in the index (default {DEFAULT_WINDOW_S:g})")

@@ -7,7 +7,16 @@ report per perturbation:
 * rank-1 recovery: the share of copies whose own original is the nearest of all originals;
 * mAP by label: mean average precision of the originals ranked for each copy, relevant = same label
   (the copy's own original included), so it also shows whether neighbours of the same kind survive;
-* the mean cosine between each copy and its original.
+* the mean cosine between each copy and its original;
+* same-recording claims: how often the landmarks alone call the copy's own original the same recording, and the
+  false ones: the share of (copy, original of a *different* recording) pairs whose landmark
+  match reaches fingerprint.SAME_RECORDING (what search reports as "the same recording" and exclude_same drops),
+  and the share that earns any bonus (>= fingerprint.MIN_SCORE).
+
+The default changes are the everyday ones (perturb.GROUPS); pitch / tempo / speed, mixes and reverb are asked
+for by name or group. A mix takes another recording of its kind from `speech` / `music` (a folder or manifest;
+when it is the collection under test, a clip other than the query, whose original then does not count as a
+false claim).
 
 Copies are made at the file's own sample rate; each (clip, perturbation) pair has its own seeded RNG,
 so numbers reproduce and do not depend on --limit order.
@@ -24,8 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from simsearch.audio.decode import decode
-from simsearch.audio.fingerprint import LandmarkTable, fuse, index_landmarks, query_landmarks
-from simsearch.audio.perturb import PERTURBATIONS, perturb
+from simsearch.audio.fingerprint import MIN_SCORE, SAME_RECORDING, LandmarkTable, fuse, index_landmarks, query_landmarks
+from simsearch.audio.perturb import GROUPS, PERTURBATIONS, perturb
 from simsearch.audio.resample import resample
 from simsearch.audio.windows import split_windows
 from simsearch.encoders import DEFAULT_ENCODER, Encoder, get_encoder
@@ -35,6 +44,7 @@ from simsearch.vectors import pooled
 
 log = logging.getLogger(__name__)
 MAX_RATE = 48000  # files above this are decoded at 48 kHz; every encoder here runs at or below it
+MAX_BACKGROUNDS = 50  # a mix draws from a seeded subset of this many recordings of another collection
 
 
 @dataclass
@@ -55,13 +65,24 @@ class RobustnessResult:
     info: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """Mean and worst rank-1 recovery over the perturbations (the clean row left out)."""
-        r1 = {k: v["rank1"] for k, v in self.rows.items() if k != "clean"}
-        if not r1:
+        """Mean and worst rank-1 recovery over the everyday changes (all changes when none of them ran; the clean
+        row left out), the mean per group, and the false-claim rates over every row."""
+        changed = [k for k in self.rows if k != "clean"]
+        if not changed:
             return {}
+        everyday = [k for k in changed if k in GROUPS["everyday"]] or changed
+        r1 = {k: self.rows[k]["rank1"] for k in everyday}
         worst = min(r1, key=r1.get)
-        return {"mean_rank1": float(np.mean(list(r1.values()))), "min_rank1": r1[worst], "worst": worst,
-                "mean_map": float(np.mean([v["map"] for k, v in self.rows.items() if k != "clean"]))}
+        groups = {g: float(np.mean([self.rows[k]["rank1"] for k in names if k in self.rows]))
+                  for g, names in GROUPS.items() if any(k in self.rows for k in names)}
+        out = {"mean_rank1": float(np.mean(list(r1.values()))), "min_rank1": r1[worst], "worst": worst,
+               "mean_map": float(np.mean([self.rows[k]["map"] for k in everyday])), "group_rank1": groups}
+        pairs = sum(v.get("pairs", 0) for v in self.rows.values())
+        if pairs:
+            for key in ("false_same", "false_bonus"):
+                out[key] = sum(v[key] * v["pairs"] for v in self.rows.values() if "pairs" in v) / pairs
+            out["pairs"] = pairs
+        return out
 
     def to_json(self) -> dict:
         return {"info": self.info, "rows": self.rows, "summary": self.summary()}
@@ -98,6 +119,18 @@ def load_clips(items: Sequence, max_duration_s: float | None = None) -> tuple[li
         except (AudioError, RuntimeError, sf.LibsndfileError) as e:
             errors.append({"path": it.path, "reason": getattr(e, "reason", str(e))})
     return clips, errors
+
+
+def perturbation_names(asked: Sequence[str] | None) -> list[str]:
+    """Perturbation names from names, group names (perturb.GROUPS) or "all"; the everyday group by default."""
+    names = []
+    for a in asked or ["everyday"]:
+        names += list(PERTURBATIONS) if a == "all" else GROUPS.get(a, [a])
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise SimsearchError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}, "
+                             f"the groups {', '.join(GROUPS)} or all")
+    return list(dict.fromkeys(names))
 
 
 def clip_seed(seed: int, clip: int, perturbation: str) -> int:
@@ -147,6 +180,48 @@ def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.n
     return float((labels[sims.argmax(axis=1)] == labels).mean())
 
 
+def same_claims(match: np.ndarray, partner: np.ndarray | None = None) -> dict:
+    """How often the landmarks call a copy's own original the same recording (score >= SAME_RECORDING), and the
+    share of (query, original of a different recording) pairs they call so, or give a bonus (>= MIN_SCORE); the
+    diagonal, and partner[i] (the recording mixed into copy i, -1 for none), are the query's own recordings."""
+    own = np.eye(*match.shape, dtype=bool)
+    if partner is not None:
+        rows = np.flatnonzero(partner >= 0)
+        own[rows, partner[rows]] = True
+    other = match[~own]
+    return {"own_same": float((np.diag(match) >= SAME_RECORDING).mean()),
+            "false_same": float((other >= SAME_RECORDING).mean()) if other.size else 0.0,
+            "false_bonus": float((other >= MIN_SCORE).mean()) if other.size else 0.0, "pairs": int(other.size)}
+
+
+def load_backgrounds(kind_src: str | Path, src: str | Path, seed: int) -> list[Clip] | None:
+    """Recordings a mix draws from: a seeded subset of kind_src, or None when it is the collection under test
+    (the mix then takes another clip of it)."""
+    from simsearch.indexing.sources import collect
+
+    if Path(kind_src).resolve() == Path(src).resolve():
+        return None
+    items, _ = collect(Path(kind_src))
+    if len(items) > MAX_BACKGROUNDS:
+        items = [items[i] for i in np.sort(np.random.default_rng(seed).choice(len(items), MAX_BACKGROUNDS, False))]
+    clips, _ = load_clips(items, 120.0)
+    if not clips:
+        raise SimsearchError(f"{kind_src}: no readable audio to mix in")
+    return clips
+
+
+def background(clips: list[Clip], pool: list[Clip] | None, i: int, seed: int) -> tuple[np.ndarray, int]:
+    """(recording to mix into clip i at its rate, its place among the originals or -1): seeded, never clip i."""
+    rng = np.random.default_rng([seed, i, 1])
+    if pool is None:
+        j = int(rng.integers(len(clips) - 1))
+        j += j >= i
+        other, partner = clips[j], j
+    else:
+        other, partner = pool[int(rng.integers(len(pool)))], -1
+    return resample(other.samples, other.sample_rate, clips[i].sample_rate), partner
+
+
 def match_scores(table: LandmarkTable | None, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
     """Landmark match scores of each clip against every stored original [clips, originals]; None without a table."""
     if table is None:
@@ -171,16 +246,19 @@ class RobustnessRun:
     batch_size: int = 16
     max_duration_s: float | None = 120.0
     fingerprint: bool = True  # rank with the landmark bonus, as an index with fingerprints does
+    speech: str | None = None  # folder or manifest of speech the speech mixes draw from
+    music: str | None = None  # ... and of music, for the music mixes
     progress: bool = True
 
 
 def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: Encoder | None = None) -> RobustnessResult:
     """Perturb every clip of src, embed originals and copies with one encoder (`enc`, or the one `run` names), and
     report recovery per perturbation, ranked as a search ranks them."""
-    names = list(run.perturbations) if run.perturbations else list(PERTURBATIONS)
-    unknown = [n for n in names if n not in PERTURBATIONS]
-    if unknown:
-        raise SimsearchError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
+    names = perturbation_names(run.perturbations)
+    kinds = {PERTURBATIONS[n].background for n in names} - {None}
+    missing = [k for k in sorted(kinds) if getattr(run, k) is None]
+    if missing:
+        raise SimsearchError(f"the {'/'.join(missing)} mixes need recordings to mix in: give --{' and --'.join(missing)}")
     options = {k: v for k, v in run.options.items() if v is not None}
     items = pick_items(src, run.label_regex, run.limit, run.seed)
     clips, errors = load_clips(items, run.max_duration_s)
@@ -197,17 +275,26 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
     clean_match = match_scores(table, [c.samples for c in clips], rates)
     rows = {"clean": {**recovery(originals, originals, labels, clean_match),
                       "loo_p1": neighbour_accuracy(originals, labels, clean_match)}}
+    if clean_match is not None:
+        rows["clean"].update(same_claims(clean_match))
+    pools = {k: load_backgrounds(getattr(run, k), src, run.seed) for k in kinds}
     bar.update(1)
     for name in names:
-        copies = [perturb(name, c.samples, c.sample_rate, clip_seed(run.seed, i, name)) for i, c in enumerate(clips)]
-        rows[name] = recovery(originals, embed(copies), labels, match_scores(table, copies, rates))
+        kind = PERTURBATIONS[name].background
+        others = [background(clips, pools[kind], i, run.seed) for i in range(len(clips))] if kind else None
+        copies = [perturb(name, c.samples, c.sample_rate, clip_seed(run.seed, i, name),
+                          others[i][0] if others else None) for i, c in enumerate(clips)]
+        match = match_scores(table, copies, rates)
+        rows[name] = recovery(originals, embed(copies), labels, match)
+        if match is not None:
+            rows[name].update(same_claims(match, np.array([o[1] for o in others]) if others else None))
         bar.update(1)
         log.info("%s: %s", name, rows[name])
     bar.close()
     info = {"src": str(Path(src).absolute()), "encoder": enc.describe(), "options": options,
             "label_regex": run.label_regex, "limit": run.limit, "seed": run.seed, "n_clips": len(clips),
             "n_classes": len(set(labels)), "window_s": run.window_s, "hop_s": run.hop_s, "errors": errors,
-            "fingerprint": run.fingerprint,
+            "fingerprint": run.fingerprint, "speech": run.speech, "music": run.music,
             "perturbations": {n: PERTURBATIONS[n].summary for n in names}}
     return RobustnessResult(rows, info)
 
@@ -228,9 +315,19 @@ def markdown_table(results: dict[str, RobustnessResult]) -> str:
     for c in configs:
         s = results[c].summary()
         cells += [f"**{s['mean_rank1']:.3f}**", f"**{s['mean_map']:.3f}**"]
-    lines.append("| mean over perturbations | " + " | ".join(cells) + " |")
+    everyday = any(n in GROUPS["everyday"] for n in names)
+    lines.append(f"| mean over {'everyday changes' if everyday else 'perturbations'} | " + " | ".join(cells) + " |")
     worst = [results[c].summary() for c in configs]
     lines.append("| worst rank-1 | " + " | ".join(f"{s['min_rank1']:.3f} ({s['worst']}) | " for s in worst) + " |")
+    for g in GROUPS:
+        if any(g in s["group_rank1"] for s in worst) and len(worst[0]["group_rank1"]) > 1:
+            lines.append(f"| mean rank-1, {g} | " + " | ".join(
+                f"{s['group_rank1'][g]:.3f} | " if g in s["group_rank1"] else "- | " for s in worst) + " |")
+    if any("pairs" in s for s in worst):
+        for key, what in (("false_same", f"same recording, score >= {SAME_RECORDING:g}"),
+                          ("false_bonus", f"any bonus, score >= {MIN_SCORE:g}")):
+            lines.append(f"| false claims among different recordings ({what}) | " + " | ".join(
+                f"{100 * s[key]:.3f} % | " if key in s else "- | " for s in worst) + " |")
     return "\n".join(lines)
 
 

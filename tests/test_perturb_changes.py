@@ -1,0 +1,104 @@
+"""Pitch, tempo and speed changes, mixes and reverb do what they say; the harness counts false same-recording
+claims and mixes in recordings of the asked kind."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tone
+
+from simsearch.audio.perturb import GROUPS, PERTURBATIONS, mix_in, perturb, pitch_shift, reverb, rms, speed, stretch
+from simsearch.errors import SimsearchError
+from simsearch.evaluation.robustness import RobustnessRun, perturbation_names, run_robustness, same_claims
+
+SR = 22050
+
+
+def peak_hz(x: np.ndarray, sr: int = SR) -> float:
+    """Frequency of the strongest FFT bin (Hann window)."""
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / sr)[spec.argmax()])
+
+
+@pytest.mark.parametrize("semitones", [1, -1, 2, -2])
+def test_pitch_shift_moves_a_tone_by_the_ratio_and_keeps_the_length(semitones):
+    x = tone(440, 2.0, SR, noise=0.0)
+    y = perturb(f"pitch{semitones:+d}", x, SR)
+    assert len(y) == len(x)
+    assert peak_hz(y) == pytest.approx(440 * 2 ** (semitones / 12), rel=0.004)
+
+
+@pytest.mark.parametrize("percent", [5, -5, 10, -10])
+def test_tempo_keeps_the_pitch_and_changes_the_length(percent):
+    x = tone(440, 2.0, SR, noise=0.0)
+    y = perturb(f"tempo{percent:+d}", x, SR)
+    assert len(y) == round(len(x) / (1 + percent / 100))
+    assert peak_hz(y) == pytest.approx(440, rel=0.004)
+
+
+@pytest.mark.parametrize("percent", [5, -5])
+def test_speed_moves_pitch_and_length_together(percent):
+    x = tone(440, 2.0, SR, noise=0.0)
+    y = perturb(f"speed{percent:+d}", x, SR)
+    factor = 1 + percent / 100
+    assert len(y) == pytest.approx(len(x) / factor, abs=2)
+    assert peak_hz(y) == pytest.approx(440 * factor, rel=0.004)
+
+
+def test_clips_shorter_than_the_vocoder_window_still_change():
+    x = tone(440, 0.02, SR, noise=0.0)
+    for name in GROUPS["pitch-tempo"]:
+        assert 0 < len(perturb(name, x, SR)) < 2 * len(x)
+
+
+def test_stretch_and_speed_compose_into_pitch_shift():
+    x = tone(300, 1.0, SR, noise=0.0)
+    assert len(stretch(x, SR, 0.5)) == 2 * len(x) and len(speed(x, SR, 2.0)) == len(x) // 2
+    assert peak_hz(pitch_shift(x, SR, 12)) == pytest.approx(600, rel=0.004)
+
+
+@pytest.mark.parametrize("snr", [0, 5])
+def test_mix_adds_the_other_recording_at_the_snr(snr):
+    x, other = tone(440, 1.0, SR, noise=0.0), tone(1500, 0.3, SR, amp=0.1, noise=0.0)
+    y = mix_in(x, other, snr, np.random.default_rng(0))
+    assert len(y) == len(x)
+    assert 20 * np.log10(rms(x) / rms(y - x)) == pytest.approx(snr, abs=0.05)  # looped over the whole clip
+    kind = "speech"
+    np.testing.assert_array_equal(perturb(f"{kind}{snr}", x, SR, 3, other), perturb(f"{kind}{snr}", x, SR, 3, other))
+    with pytest.raises(SimsearchError, match="speech"):
+        perturb(f"{kind}{snr}", x, SR)
+
+
+def test_reverb_keeps_length_and_level_and_leaves_a_decaying_tail():
+    click = np.zeros(SR, np.float32)
+    click[100] = 1.0
+    y = reverb(click, SR, np.random.default_rng(0))
+    assert len(y) == SR and rms(y) == pytest.approx(rms(click), rel=1e-4)
+    energy = [rms(y[100 + i * SR // 10: 100 + (i + 1) * SR // 10]) for i in range(6)]  # 0.1-s slices
+    assert all(a > b for a, b in zip(energy, energy[1:]))
+    assert 20 * np.log10(energy[0] / energy[5]) == pytest.approx(50, abs=8)  # 60 dB per 0.6 s, 0.5 s apart
+
+
+def test_groups_names_and_all():
+    assert GROUPS["everyday"] == perturbation_names(None) and len(GROUPS["everyday"]) == 10
+    assert perturbation_names(["all"]) == list(PERTURBATIONS)
+    assert perturbation_names(["pitch-tempo", "pitch+1"]) == GROUPS["pitch-tempo"]
+    with pytest.raises(SimsearchError, match="groups"):
+        perturbation_names(["pitch+3"])
+
+
+def test_same_claims_leave_out_the_query_and_the_recording_mixed_in():
+    match = np.array([[50.0, 12.0, 0.0], [4.0, 40.0, 0.0], [0.0, 30.0, 20.0]])
+    assert same_claims(match) == {"own_same": 1.0, "false_same": 2 / 6, "false_bonus": 3 / 6,
+                                   "pairs": 6}
+    assert same_claims(match, np.array([-1, -1, 1])) == {"own_same": 1.0, "false_same": 1 / 5,
+                                                             "false_bonus": 2 / 5, "pairs": 5}
+
+
+def test_robustness_mixes_other_clips_and_reports_same_claims(class_folder):
+    run = RobustnessRun(encoder="spectral", perturbations=["music0", "pitch+1"], progress=False,
+                        music=str(class_folder))
+    r = run_robustness(class_folder, run)
+    assert r.rows["music0"]["pairs"] == 12 * 11 - 12  # each copy's own original and the clip mixed in left out
+    assert r.rows["clean"]["pairs"] == 12 * 11 and 0.0 <= r.summary()["false_same"] <= 1.0
+    with pytest.raises(SimsearchError, match="--speech"):
+        run_robustness(class_folder, RobustnessRun(encoder="spectral", perturbations=["speech5"], progress=False))
