@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fine-tuned rung (issue 18): `simsearch eval --finetune` on the Sonic Pi samples (14 prefix labels, stratified
+# The fine-tuned rung: `simsearch eval --finetune` on the Sonic Pi samples (14 prefix labels, stratified
 # 5-fold) and FSDD (folds by take), spectral and frozen ENC (kNN, probe) beside ENC fine-tuned on each fold's training
 # files only. Prints each report's table and decision note; per-fold numbers, wall time and peak RSS of every
 # fine-tuning run are in WORK/*/report.json and WORK/*/finetune/ENC/fold-N/checkpoint/finetune.json.

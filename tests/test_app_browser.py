@@ -64,7 +64,7 @@ def test_upload_a_clip_and_see_result_rows_with_players(page, app_url, tmp_path)
     assert "#1" in texts[0] and "low1.wav" in texts[0] and "same recording" in texts[0], texts
     assert all("label low" in t for t in texts), texts
     assert page.locator(".result-audio").filter(has=page.locator("audio, .waveform-container")).count() >= 3
-    # the players load copies from Gradio's cache, never the indexed folder itself (issue 16)
+    # the players load copies from Gradio's cache, never the indexed folder itself
     links = page.locator(".result-audio a[download]").evaluate_all("els => els.map(e => e.href)")
     assert len(links) >= 3 and not any(str(corpus) in h for h in links), links
     for href in links[:3]:

@@ -1,4 +1,4 @@
-"""What the running app serves (issue 16): only rows of its indexes, never a file beside them; and its clean-up on SIGTERM."""
+"""What the running app serves: only rows of its indexes, never a file beside them; and its clean-up on SIGTERM."""
 from __future__ import annotations
 
 import json

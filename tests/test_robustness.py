@@ -358,7 +358,7 @@ def test_robustness_is_reproducible(class_folder):
 def test_default_beats_plain_yamnet_on_real_sounds(shared_data):
     """Sonic Pi subset: the offline default (encoder + conditioning + landmark fingerprints, as `simsearch index`
     builds it) finds the original of quieter, noisy, late-starting and cut copies more often than plain YAMNet
-    mean did before issue 9, and at least 3 times in 4 on each of those changes (the issue's floor)."""
+    mean did before the robust conditioning, and at least 3 times in 4 on each of those changes."""
     from simsearch.encoders import DEFAULT_ENCODER
     from simsearch.evaluation.robustness import RobustnessRun, run_robustness
     from simsearch.indexing.options import IndexOptions

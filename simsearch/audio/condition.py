@@ -5,7 +5,7 @@ import numpy as np
 
 from simsearch.audio.resample import resample
 
-# The measured conditioning (docs/benchmarks.md, issue 9), chosen by the robustness table for the offline encoders:
+# The measured conditioning (docs/benchmarks.md), chosen by the robustness table for the offline encoders:
 # every clip is scaled to a gated level of -40 dBFS (a quieter or louder copy embeds the same; -40 rather than -20
 # keeps quiet room noise under YAMNet's log floor) and lead-in / tail more than 40 dB under that level is cut (a
 # copy that starts late embeds the same). Which encoders get it by default is declared per encoder

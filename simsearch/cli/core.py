@@ -8,7 +8,7 @@ import logging
 import sys
 
 from simsearch.cli import scale
-from simsearch.cli.options import add_backend_flag, add_conditioning_flags, add_fingerprint_flag, conditioning
+from simsearch.cli.options import add_backend_flag, add_conditioning_flags, add_fingerprint_flag, add_landmarks_flag, conditioning
 from simsearch.errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
@@ -39,7 +39,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     opts = IndexOptions(encoder=args.encoder or DEFAULT_ENCODER, profile=args.profile, checkpoint=args.checkpoint,
                         device=args.device, batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, backend=args.backend,
-                        **conditioning(args), fingerprint=args.fingerprint, num_workers=args.workers, strict=args.strict,
+                        **conditioning(args), fingerprint=args.fingerprint, landmarks=args.landmarks,
+                        num_workers=args.workers, strict=args.strict,
                         max_duration_s=args.max_duration, shard_rows=args.shard_rows, progress=not args.quiet,
                         **scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
     add_conditioning_flags(s)
     add_fingerprint_flag(s)
+    add_landmarks_flag(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     add_backend_flag(s)
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")

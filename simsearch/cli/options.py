@@ -45,6 +45,17 @@ def add_fingerprint_flag(parser: argparse.ArgumentParser) -> None:
                              "resume: the index's choice)")
 
 
+def add_landmarks_flag(parser: argparse.ArgumentParser) -> None:
+    """--landmarks pairs|triplets|both: which landmarks to keep (triplets also survive pitch and tempo changes)."""
+    from simsearch.audio.landmark_kinds import DEFAULT, KINDS
+
+    parser.add_argument("--landmarks", choices=list(KINDS), default=None,
+                        help=f"landmark kind: pairs (Shazam-style peak pairs) or triplets (peak triplets hashed by "
+                             f"log-frequency differences and gap ratio: they also match pitch-shifted and tempo- or "
+                             f"speed-changed copies, but fewer noisy ones), or both (the better match of the two; "
+                             f"the largest index) (default {DEFAULT} for a new index; on resume: the index's)")
+
+
 def conditioning(args: argparse.Namespace) -> dict:
     """The parsed conditioning flags as IndexOptions keywords."""
     return {dest: getattr(args, dest) for dest in CONDITIONING_FLAGS}

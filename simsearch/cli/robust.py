@@ -6,7 +6,13 @@ import json
 import shlex
 import sys
 
-from simsearch.cli.options import CONDITIONING_FLAGS, add_conditioning_flags, add_fingerprint_flag, conditioning
+from simsearch.cli.options import (
+    CONDITIONING_FLAGS,
+    add_conditioning_flags,
+    add_fingerprint_flag,
+    add_landmarks_flag,
+    conditioning,
+)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -19,10 +25,13 @@ def command_line(args: argparse.Namespace) -> str:
             parts += ["--" + flag.replace("_", "-"), str(value)]
     if args.fingerprint is False:
         parts.append("--no-fingerprint")
+    if args.landmarks:
+        parts += ["--landmarks", args.landmarks]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
+    from simsearch.audio.landmark_kinds import DEFAULT as DEFAULT_LANDMARKS
     from simsearch.evaluation.robustness import RobustnessRun, markdown_table, run_robustness, write_report
     from simsearch.indexing.options import IndexOptions
 
@@ -33,6 +42,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                         label_regex=args.label_regex, limit=args.limit, perturbations=perturbations, seed=args.seed,
                         window_s=args.window, device=args.device, batch_size=args.batch_size,
                         max_duration_s=args.max_duration, fingerprint=args.fingerprint is not False,
+                        landmarks=args.landmarks or DEFAULT_LANDMARKS,
                         speech=args.speech, music=args.music, progress=not args.quiet)
     result = run_robustness(args.src, run)
     results = {args.encoder: result}
@@ -69,6 +79,7 @@ def register(subparsers) -> None:
     s.add_argument("--pooling", choices=["mean", "meanstd", "gem"], help="how frames become a clip vector")
     add_conditioning_flags(s)
     add_fingerprint_flag(s)
+    add_landmarks_flag(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--label-regex", help="labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")

@@ -85,7 +85,7 @@ SPECS: dict[str, EncoderSpec] = {
     ]
 }
 
-# The offline default (issue 9, docs/benchmarks.md): YAMNet's sound-event space (and its 521 tags for text search)
+# The offline default (docs/benchmarks.md): YAMNet's sound-event space (and its 521 tags for text search)
 # fused with the Whisper tiny.en encoder, which holds up far better under noise, band limits and crops. Equal
 # weights: a smaller YAMNet share is more robust still but lowers kNN-10 on the Sonic Pi samples below YAMNet's.
 DEFAULT_ENCODER = "yamnet+whisper-tiny-offline"

@@ -32,8 +32,9 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from simsearch.audio import fingerprint, landmark_kinds
 from simsearch.audio.decode import decode
-from simsearch.audio.fingerprint import MIN_SCORE, SAME_RECORDING, LandmarkTable, fuse, index_landmarks, query_landmarks
+from simsearch.audio.fingerprint import MIN_SCORE, SAME_RECORDING, fuse
 from simsearch.audio.perturb import GROUPS, PERTURBATIONS, perturb
 from simsearch.audio.resample import resample
 from simsearch.audio.windows import split_windows
@@ -222,8 +223,10 @@ def background(clips: list[Clip], pool: list[Clip] | None, i: int, seed: int) ->
     return resample(other.samples, other.sample_rate, clips[i].sample_rate), partner
 
 
-def match_scores(table: LandmarkTable | None, waves: Sequence[np.ndarray], rates: Sequence[int]) -> np.ndarray | None:
-    """Landmark match scores of each clip against every stored original [clips, originals]; None without a table."""
+def match_scores(table, waves: Sequence[np.ndarray], rates: Sequence[int],
+                 query_landmarks: Callable = fingerprint.query_landmarks) -> np.ndarray | None:
+    """Landmark match scores of each clip against every stored original [clips, originals] (the table's kind makes
+    the query's landmarks with `query_landmarks`); None without a table."""
     if table is None:
         return None
     return np.stack([table.scores(*query_landmarks(x, sr)) for x, sr in zip(waves, rates)])
@@ -246,6 +249,7 @@ class RobustnessRun:
     batch_size: int = 16
     max_duration_s: float | None = 120.0
     fingerprint: bool = True  # rank with the landmark bonus, as an index with fingerprints does
+    landmarks: str = landmark_kinds.DEFAULT  # ... of this kind (pairs, triplets or both)
     speech: str | None = None  # folder or manifest of speech the speech mixes draw from
     music: str | None = None  # ... and of music, for the music mixes
     progress: bool = True
@@ -271,8 +275,10 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
         enc, waves, rates, run.window_s, run.hop_s, run.batch_size)
     bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not run.progress)
     originals = embed([c.samples for c in clips])
-    table = LandmarkTable.build([index_landmarks(c.samples, c.sample_rate) for c in clips]) if run.fingerprint else None
-    clean_match = match_scores(table, [c.samples for c in clips], rates)
+    marks = landmark_kinds.module(run.landmarks)
+    table = landmark_kinds.table_class(run.landmarks).build([marks.index_landmarks(c.samples, c.sample_rate)
+                                                             for c in clips]) if run.fingerprint else None
+    clean_match = match_scores(table, [c.samples for c in clips], rates, marks.query_landmarks)
     rows = {"clean": {**recovery(originals, originals, labels, clean_match),
                       "loo_p1": neighbour_accuracy(originals, labels, clean_match)}}
     if clean_match is not None:
@@ -284,7 +290,7 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
         others = [background(clips, pools[kind], i, run.seed) for i in range(len(clips))] if kind else None
         copies = [perturb(name, c.samples, c.sample_rate, clip_seed(run.seed, i, name),
                           others[i][0] if others else None) for i, c in enumerate(clips)]
-        match = match_scores(table, copies, rates)
+        match = match_scores(table, copies, rates, marks.query_landmarks)
         rows[name] = recovery(originals, embed(copies), labels, match)
         if match is not None:
             rows[name].update(same_claims(match, np.array([o[1] for o in others]) if others else None))
@@ -294,7 +300,7 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
     info = {"src": str(Path(src).absolute()), "encoder": enc.describe(), "options": options,
             "label_regex": run.label_regex, "limit": run.limit, "seed": run.seed, "n_clips": len(clips),
             "n_classes": len(set(labels)), "window_s": run.window_s, "hop_s": run.hop_s, "errors": errors,
-            "fingerprint": run.fingerprint, "speech": run.speech, "music": run.music,
+            "fingerprint": run.fingerprint, "landmarks": run.landmarks, "speech": run.speech, "music": run.music,
             "perturbations": {n: PERTURBATIONS[n].summary for n in names}}
     return RobustnessResult(rows, info)
 

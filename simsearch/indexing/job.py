@@ -86,11 +86,12 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
 
 def _settings(info: dict | None, enc, options: IndexOptions) -> dict:
     """What each shard of this run records: this index's id and the settings that made its rows."""
-    from simsearch.audio import fingerprint
+    from simsearch.audio import landmark_kinds
 
     return {"index_id": (info or {}).get("index_id") or uuid.uuid4().hex, "encoder": encoder_record(enc, options),
             "window_s": options.window_s, "hop_s": options.hop_s, "label_regex": options.label_regex,
-            "fingerprint": fingerprint.describe() if options.fingerprint else None}
+            "fingerprint": landmark_kinds.describe(options.landmarks or landmark_kinds.DEFAULT)
+            if options.fingerprint else None}
 
 
 def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions | None = None,
@@ -105,7 +106,7 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     otherwise, and from `simsearch rebuild`, it is built again. The index type and memory budget default to
     what index.json recorded, else "auto" without a budget.
     """
-    from simsearch.audio import fingerprint
+    from simsearch.audio import landmark_kinds
     from simsearch.store import planner
     from simsearch.store.sync import extra_columns, has_landmarks, write_faiss
 
@@ -144,9 +145,11 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
         "next_id": max(int(high_water or 0), int(ids.max()) + 1 if len(ids) else 0),
     })
     new.setdefault("created_at", now)
-    new.pop("fingerprint", None)
-    if has_landmarks(d):
-        new["fingerprint"] = fingerprint.describe()
+    recorded = new.pop("fingerprint", None)
+    if has_landmarks(d):  # of the kind this run made, else the one the index or its newest shard recorded
+        shard_fp = (d.shard_settings or _newest_settings(d) or {}).get("fingerprint")
+        kind = getattr(options, "landmarks", None) or landmark_kinds.kind_of(shard_fp or recorded)
+        new["fingerprint"] = landmark_kinds.describe(kind)
     new["encoder"] = enc_record
     new["index_id"] = (d.shard_settings or {}).get("index_id") or info.get("index_id") or uuid.uuid4().hex
     if options is not None:

@@ -45,6 +45,7 @@ class IndexOptions:
     bandwidth: float | str | dict | None = None  # low-pass Hz
     noise_twin: float | str | dict | None = None  # twin SNR dB
     fingerprint: bool | None = None  # keep landmark fingerprints per row; None: the index's choice, else True
+    landmarks: str | None = None  # their kind, pairs|triplets (audio.landmark_kinds); None: the index's, else DEFAULT
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
     ray_address: str | None = None  # None: start a local Ray
     index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto
@@ -137,8 +138,22 @@ def _with_recorded_defaults(options: IndexOptions, info: dict | None) -> IndexOp
     fingerprint = options.fingerprint
     if fingerprint is None:  # indexes from before fingerprints keep none, so all their rows stay alike
         fingerprint = "fingerprint" in info if info else True
+    kind = _landmark_kind(options.landmarks, info)
     return replace(options, window_s=window, hop_s=hop, label_regex=regex, fingerprint=fingerprint, backend=backend,
-                   **conditioning)
+                   landmarks=kind, **conditioning)
+
+
+def _landmark_kind(asked: str | None, info: dict) -> str:
+    """The landmark kind of this run: an index keeps the kind it has (one table matches one kind)."""
+    from simsearch.audio import landmark_kinds
+
+    recorded = landmark_kinds.kind_of(info["fingerprint"]) if info.get("fingerprint") else None
+    if asked is not None:
+        landmark_kinds.module(asked)  # refuses unknown names
+        if recorded and asked != recorded:
+            raise IndexFormatError(f"this index keeps {recorded} landmarks, not {asked}; leave out --landmarks or "
+                                   "use another --out folder")
+    return asked or recorded or landmark_kinds.DEFAULT
 
 
 def with_profile(options: IndexOptions, info: dict | None, paths: list[str]) -> tuple[IndexOptions, dict | None]:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from simsearch.audio import landmark_kinds
 from simsearch.audio.decode import iter_windows
-from simsearch.audio.fingerprint import index_landmarks
 from simsearch.audio.windows import Window
 from simsearch.errors import AudioError
 
@@ -29,11 +29,13 @@ class ReadSettings:
     hop_s: float
     max_duration_s: float | None = None
     fingerprint: bool = False
+    landmarks: str = landmark_kinds.DEFAULT  # their kind
 
     @classmethod
     def of(cls, options: IndexOptions, sample_rate: int) -> ReadSettings:
         """The settings an indexing run reads with (its options' windows resolved against the index's record)."""
-        return cls(sample_rate, options.window_s, options.hop_s, options.max_duration_s, bool(options.fingerprint))
+        return cls(sample_rate, options.window_s, options.hop_s, options.max_duration_s, bool(options.fingerprint),
+                   options.landmarks or landmark_kinds.DEFAULT)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class WindowStream(IterableDataset):
         """One file's Chunks; a file the decoder rejects yields a single Chunk with the reason."""
         st = self.settings
         pending: list[Window] = []
+        index_landmarks = landmark_kinds.module(st.landmarks).index_landmarks
         try:
             for w in iter_windows(self.paths[i], st.sample_rate, st.window_s, st.hop_s, st.max_duration_s):
                 if st.fingerprint:  # here, in the worker, so the encoder's cores never do it

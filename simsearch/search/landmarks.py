@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simsearch.audio import fingerprint
+from simsearch.audio import fingerprint, landmark_kinds
 from simsearch.store.folder import LANDMARKS
 from simsearch.vectors import normalize
 
@@ -16,13 +16,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_landmark_table(index: Index) -> fingerprint.LandmarkTable | None:
-    """Every row's landmarks (in index.rows order); None for an index made without them, with other settings, or
-    with more landmarks than memory allows."""
+def load_landmark_table(index: Index):
+    """Every row's landmarks (in index.rows order), as a table of the kind index.json records; None for an index
+    made without them, with other settings, or with more landmarks than memory allows."""
     info, root = index.info, index.dir.root
     if "fingerprint" not in info:
         return None
-    if not fingerprint.compatible(info["fingerprint"]):
+    kind = landmark_kinds.kind_of(info["fingerprint"])
+    if kind not in landmark_kinds.KINDS or not landmark_kinds.module(kind).compatible(info["fingerprint"]):
         log.warning("%s: its landmarks were made with other fingerprint settings (%s); audio search ranks by "
                     "cosine alone until `simsearch index` re-embeds it into a new --out folder", root, info["fingerprint"])
         return None
@@ -34,7 +35,7 @@ def load_landmark_table(index: Index) -> fingerprint.LandmarkTable | None:
         return None
     t = index.dir.live_rows(["id", LANDMARKS], info.get("shards"))
     positions = index.rows.index.get_indexer(t.column("id").to_numpy())  # row position of each shard row
-    return fingerprint.LandmarkTable.from_arrow(t.column(LANDMARKS), positions, len(index.rows))
+    return landmark_kinds.table_class(kind).from_arrow(t.column(LANDMARKS), positions, len(index.rows))
 
 
 def search_with_landmarks(index: Index, vector: np.ndarray, x: np.ndarray, k: int, filter: dict | None,
@@ -42,7 +43,8 @@ def search_with_landmarks(index: Index, vector: np.ndarray, x: np.ndarray, k: in
     """The nearest rows by cosine plus the rows the query's landmarks match, ranked by cosine + match bonus
     (fingerprint.fuse): a noisy, cut or re-encoded copy of an indexed clip finds that clip first."""
     rows = index.rows
-    match = index.landmark_table.scores(*fingerprint.query_landmarks(x, index.encoder.sample_rate))
+    kind = landmark_kinds.module(landmark_kinds.kind_of(index.info["fingerprint"]))
+    match = index.landmark_table.scores(*kind.query_landmarks(x, index.encoder.sample_rate))
     ids_all = rows["id"].to_numpy()
     same = ids_all[match >= fingerprint.SAME_RECORDING] if exclude_same else np.zeros(0, np.int64)
     if len(same) and group_by_file:  # every window of a file that is the query's recording goes
