@@ -72,15 +72,17 @@ def _levels(x: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
     return level
 
 
-def _peaks(level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(frequency bin, frame) of the strongest local maxima of a log spectrogram, sorted by frame then bin."""
+def spectral_peaks(level: np.ndarray, neighbourhood: tuple[int, int] = NEIGHBOURHOOD,
+                   peaks_per_s: float = PEAKS_PER_S) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency bin, frame) of the strongest local maxima of a log spectrogram, sorted by frame then bin; the
+    triplet landmarks take the same peaks over log-frequency bins."""
     from scipy.ndimage import maximum_filter
 
     if level.shape[1] == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    local = maximum_filter(level, size=NEIGHBOURHOOD, mode="constant", cval=-400.0)
+    local = maximum_filter(level, size=neighbourhood, mode="constant", cval=-400.0)
     f, t = np.nonzero((level == local) & (level > max(level.max() - RANGE_DB, SILENCE_DB)))
-    n = max(MIN_PEAKS, int(PEAKS_PER_S * level.shape[1] * HOP / RATE))
+    n = max(MIN_PEAKS, int(peaks_per_s * level.shape[1] * HOP / RATE))
     keep = np.argsort(-level[f, t], kind="stable")[:n]
     f, t = f[keep], t[keep]
     order = np.lexsort((f, t))
@@ -110,7 +112,7 @@ def landmarks(x: np.ndarray, sample_rate: int, grids: int = 1) -> tuple[np.ndarr
     """(hash uint32, anchor frame int32) of one clip: spectral-peak pairs on `grids` frame grids offset by
     HOP / grids (one spectrogram at that finer hop, split; frames numbered within each grid)."""
     level = _levels(x, sample_rate, HOP // grids)
-    parts = [_pairs(*_peaks(level[:, s::grids])) for s in range(grids)]
+    parts = [_pairs(*spectral_peaks(level[:, s::grids])) for s in range(grids)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

@@ -20,12 +20,11 @@ from simsearch.audio import fingerprint
 KIND = "triplets-v1"
 RATE = fingerprint.RATE  # 8 kHz, as pairs: a phone-band copy keeps its landmarks
 N_FFT = 1024  # 128 ms windows: low notes still get separate log bins
-HOP = 128  # 16 ms frames
+HOP = fingerprint.HOP  # 16 ms frames, as pairs (the peak picker counts peaks per second in them)
 F_MIN, F_MAX = 100.0, 3800.0  # Hz: the log axis covers voices and most melodies, under the phone band's edge
 BINS_PER_OCTAVE = 24  # quarter tones: a semitone shift moves every peak by 2 bins
 NEIGHBOURHOOD = (7, 7)  # a peak is the maximum of +-3 log bins (1.5 semitones) x +-3 frames (48 ms)
-RANGE_DB, SILENCE_DB = fingerprint.RANGE_DB, fingerprint.SILENCE_DB
-PEAKS_PER_S, MIN_PEAKS = 50.0, 24  # more than pairs: each triplet needs all three peaks to survive
+PEAKS_PER_S = 50.0  # more than pairs: each triplet needs all three peaks to survive
 FAN_OUT = 5  # an anchor pairs up the next 5 peaks in reach: up to 10 triplets per anchor
 MAX_DT = 40  # frames (0.64 s) from the anchor to the last peak
 MAX_DF = 30  # log bins (1.25 octaves) a peak may lie above or below the anchor
@@ -42,7 +41,7 @@ SHARE = 0.5  # a row whose consistent matches are under this share of its raw ma
 def describe() -> dict:
     """What index.json records about these landmarks (with "kind", which tells search how to match them)."""
     return {"kind": KIND, "rate": RATE, "n_fft": N_FFT, "hop": HOP, "f_min": F_MIN, "f_max": F_MAX,
-            "bins_per_octave": BINS_PER_OCTAVE, "peaks_per_s": PEAKS_PER_S, "min_peaks": MIN_PEAKS,
+            "bins_per_octave": BINS_PER_OCTAVE, "peaks_per_s": PEAKS_PER_S, "min_peaks": fingerprint.MIN_PEAKS,
             "fan_out": FAN_OUT, "max_dt": MAX_DT, "max_df": MAX_DF, "ratio_levels": RATIO_LEVELS,
             "max_scale": MAX_SCALE, "max_shift": MAX_SHIFT, "min_score": fingerprint.MIN_SCORE,
             "full_score": fingerprint.FULL_SCORE, "bonus": fingerprint.BONUS}
@@ -86,21 +85,6 @@ def _levels(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return (10.0 * np.log10(filters @ power + 1e-18)).astype(np.float32)
 
 
-def _peaks(level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log bin, frame) of the strongest local maxima, sorted by frame then bin."""
-    from scipy.ndimage import maximum_filter
-
-    if level.shape[1] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    local = maximum_filter(level, size=NEIGHBOURHOOD, mode="constant", cval=-400.0)
-    f, t = np.nonzero((level == local) & (level > max(level.max() - RANGE_DB, SILENCE_DB)))
-    n = max(MIN_PEAKS, int(PEAKS_PER_S * level.shape[1] * HOP / RATE))
-    keep = np.argsort(-level[f, t], kind="stable")[:n]
-    f, t = f[keep], t[keep]
-    order = np.lexsort((f, t))
-    return f[order].astype(np.int64), t[order].astype(np.int64)
-
-
 def _triplets(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hash uint32, anchor frame, anchor log bin): each anchor with every two of its next FAN_OUT peaks in reach;
     the hash holds the two log-frequency differences and the quantised gap ratio."""
@@ -137,7 +121,7 @@ def _triplets(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def landmarks(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hash uint32, anchor frame int32, anchor log bin int32) of one clip."""
-    h, t, f = _triplets(*_peaks(_levels(x, sample_rate)))
+    h, t, f = _triplets(*fingerprint.spectral_peaks(_levels(x, sample_rate), NEIGHBOURHOOD, PEAKS_PER_S))
     return h, t.astype(np.int32), f.astype(np.int32)
 
 
