@@ -14,7 +14,7 @@ Each configuration is an encoder plus options (pooling, loudness, trim, bandwidt
 Configurations: NAME=ENCODER[:key=value,...] (keys: pooling, loudness, trim, bandwidth, noise_twin, fingerprint,
 backend: one name, e.g. backend=onnx-s8); a key left out takes `simsearch index`'s default
 (IndexOptions), `loudness=off` / `trim=off` switch those off, `fingerprint=off` ranks by cosine alone (an index
-made with --no-fingerprint).
+made with --no-fingerprint), `fingerprint=pairs|triplets|both` picks the landmark kind (--landmarks).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simsearch.audio import landmark_kinds
 from simsearch.encoders import get_encoder
 from simsearch.evaluation.compare import LabelledSet, Split, evaluate_set, make_splits
 from simsearch.evaluation.robustness import (
@@ -49,19 +50,22 @@ SETS = {
 }
 
 
-def parse_config(text: str) -> tuple[str, str, dict, bool]:
+def parse_config(text: str) -> tuple[str, str, dict, str | None]:
     """'after=yamnet:pooling=meanstd,loudness=-20,fingerprint=off' -> ('after', 'yamnet', encoder options as index
-    records them, whether search uses landmark fingerprints)."""
+    records them, the landmark kind search uses or None for cosine alone)."""
     name, _, rest = text.partition("=")
     encoder, _, opts = rest.partition(":")
     kv = dict(p.split("=", 1) for p in opts.split(",") if p)
     io = IndexOptions(encoder=encoder, pooling=kv.pop("pooling", None), loudness=kv.pop("loudness", None),
                       trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None),
                       noise_twin=kv.pop("noise_twin", None), backend=kv.pop("backend", None))
-    fingerprint = kv.pop("fingerprint", "on") != "off"
+    kind = kv.pop("fingerprint", "on")
+    landmarks = None if kind == "off" else landmark_kinds.DEFAULT if kind == "on" else kind
+    if landmarks is not None:
+        landmark_kinds.module(landmarks)  # an unknown kind stops here, before any work
     if kv:
         raise SystemExit(f"unknown option(s) {sorted(kv)} in {text!r}")
-    return name, encoder, io.encoder_options(), fingerprint
+    return name, encoder, io.encoder_options(), landmarks
 
 
 def classify(enc, set_name: str, spec: dict, cache: Path) -> dict:
@@ -118,18 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     perts = perturbation_names(args.perturbations.split(",")) if args.perturbations else None
     report = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for text in args.config:
-        name, encoder, options, fingerprint = parse_config(text)
+        name, encoder, options, landmarks = parse_config(text)
+        fingerprint = landmarks is not None
         enc = get_encoder(encoder, None, "cpu", **options)
         for set_name in args.sets.split(","):
             spec = SETS[set_name]
             key = f"{set_name}/{name}"
             entry = report.get(key, {})
-            if entry.get("options") != options or entry.get("fingerprint", True) != fingerprint:
-                entry = {"options": options, "encoder": encoder, "fingerprint": fingerprint}
+            if (entry.get("options") != options or entry.get("fingerprint", True) != fingerprint
+                    or entry.get("landmarks", landmark_kinds.DEFAULT) != (landmarks or landmark_kinds.DEFAULT)):
+                entry = {"options": options, "encoder": encoder, "fingerprint": fingerprint, "landmarks": landmarks}
             t = time.time()
             if not args.no_robustness and ("rows" not in entry or (perts and not set(perts) <= set(entry["rows"]))):
                 run = RobustnessRun(encoder=encoder, options=options, label_regex=spec["regex"], limit=spec["limit"],
                                     perturbations=perts, seed=0, progress=False, fingerprint=fingerprint,
+                                    landmarks=landmarks or landmark_kinds.DEFAULT,
                                     speech=str(SETS["fsdd"]["src"]), music=str(SETS["sonic-pi"]["src"]))
                 r = run_robustness(spec["src"], run, enc=enc)
                 entry.update(rows=r.rows, info={k: v for k, v in r.info.items() if k != "errors"})
