@@ -20,7 +20,7 @@ def _print_results(results: list[dict], as_json: bool) -> None:
     from simsearch.audio.fingerprint import SAME_RECORDING
 
     if as_json:
-        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s", "cosine", "match") if k in r}
+        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s", "cosine", "match", "why") if k in r}
                           for r in results], indent=2))
         return
     for r in results:
@@ -58,7 +58,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise SimsearchError(f"-k must be at least 1 (got {args.k})")
     index = Index.open(args.dir, device=args.device, **scale.open_kwargs(args))
-    results = index.search(audio=args.audio, text=args.text, k=args.k, **scale.search_kwargs(args))
+    if args.text_fields and not args.text:
+        raise SimsearchError("--text-fields is for --text queries")
+    fields = {"fields": args.text_fields} if args.text_fields else {}
+    results = index.search(audio=args.audio, text=args.text, k=args.k, **scale.search_kwargs(args), **fields)
     _print_results(results, args.json)
     return 0
 
@@ -179,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--audio", help="query clip")
     q.add_argument("--text", help="text query (CLAP or YAMNet-tag indexes)")
+    s.add_argument("--text-fields", help="what --text matches, comma-separated: words (file/folder names, label, "
+                   "metadata), sound (CLAP or AudioSet tags); default words,sound, fused by reciprocal rank")
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--device", default="auto")
     s.add_argument("--json", action="store_true")

@@ -23,6 +23,7 @@ from simsearch.vectors import normalize, pooled
 
 if TYPE_CHECKING:
     from simsearch.audio.fingerprint import LandmarkTable
+    from simsearch.search.words import WordIndex
 
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ class Index:
         return self.records(ids, scores)
 
     def search(self, audio: Any = None, text: str | None = None, k: int = 10, filter: dict | None = None,
-               group_by_file: bool = False, exclude_same: bool = False) -> list[dict]:
+               group_by_file: bool = False, exclude_same: bool = False,
+               fields: tuple[str, ...] | None = None) -> list[dict]:
         """Query by example (path, bytes, array or {"array","sampling_rate"}) or by text.
 
         filter: {"label": "dog" or [...], any manifest metadata key: value(s), "path_glob": "*/drums/*",
@@ -170,9 +172,13 @@ class Index:
         score), and "score" is the cosine plus the match bonus (simsearch.audio.fingerprint), so copies of the query's own
         recording come first; exclude_same leaves out rows whose landmarks say they are the query's own recording
         (match >= fingerprint.SAME_RECORDING), for "other sounds like this one".
+        A text query matches `fields` (default both): "words" (file name, folders, label, metadata; BM25) and
+        "sound" (CLAP or AudioSet tags), fused by reciprocal rank; each hit carries "why" (simsearch.search.text).
         """
         if (audio is None) == (text is None):
             raise SimsearchError("give exactly one of audio= or text=")
+        if fields is not None and audio is not None:
+            raise SimsearchError("fields is for text queries (words and/or sound)")
         if exclude_same and audio is None:
             raise SimsearchError("exclude_same is for audio queries (it compares the query's landmarks)")
         if audio is not None:
@@ -184,19 +190,16 @@ class Index:
                                          "recording apart; re-index without --no-fingerprint to use exclude_same")
                 return self.search_vector(vector, k, filter, group_by_file)
             return search_with_landmarks(self, vector, x, k, filter, group_by_file, exclude_same)
-        from simsearch.search.text import search_text, text_mode
+        from simsearch.search.text import search_text_fields
 
-        if not filter and not group_by_file:
-            return search_text(self, text, k)
-        if text_mode(self) == "clap":
-            return search_text(self, text, k, filter, group_by_file)
-        ranked = search_text(self, text, len(self))  # tag scoring ranks every row anyway: filter the ranking
-        keep = set(self.rows["id"].to_numpy()[self.filter_mask(filter)]) if filter else None
-        ids = np.array([r["id"] for r in ranked if keep is None or r["id"] in keep], np.int64)
-        scores = np.array([r["score"] for r in ranked if keep is None or r["id"] in keep], np.float32)
-        if group_by_file:
-            ids, scores = self.best_per_file(ids, scores)
-        return self.records(ids[:k], scores[:k])
+        return search_text_fields(self, text, k, filter, group_by_file, fields)
+
+    @cached_property
+    def words(self) -> "WordIndex":
+        """BM25 over each row's file/folder/label/metadata words, built on first text query from self.rows."""
+        from simsearch.search.words import WordIndex
+
+        return WordIndex(self.rows)
 
     @cached_property
     def landmark_table(self) -> "LandmarkTable | None":

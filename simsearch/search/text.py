@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 
 TEXT_ENCODERS = [n for n, s in SPECS.items() if s.text]
+TEXT_FIELDS = ("words", "sound")  # what a text query is matched against: file/metadata words, and the sound itself
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009): 1/(RRF_K + rank) per ranking, summed
+SOUND_DEPTH = 1000  # acoustic ranks a CLAP index fuses (tag-space indexes rank every row anyway)
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,98 @@ def search_text(index: "Index", text: str, k: int = 10, filter: dict | None = No
 
     order, scores = rank_by_tags(text, index.extras["tag_scores"], load_class_names(), k)
     return index.records(index.rows.index.to_numpy()[order], scores)
+
+
+def search_sound(index: "Index", text: str, k: int, filter: dict | None = None,
+                 group_by_file: bool = False) -> list[dict]:
+    """The acoustic text ranking (fields=("sound",)): CLAP through the index, tag scores filtered as a whole."""
+    if not filter and not group_by_file:
+        return search_text(index, text, k)
+    if text_mode(index) == "clap":
+        return search_text(index, text, k, filter, group_by_file)
+    ranked = search_text(index, text, len(index))  # tag scoring ranks every row anyway: filter the ranking
+    keep = set(index.rows["id"].to_numpy()[index.filter_mask(filter)]) if filter else None
+    ids = np.array([r["id"] for r in ranked if keep is None or r["id"] in keep], np.int64)
+    scores = np.array([r["score"] for r in ranked if keep is None or r["id"] in keep], np.float32)
+    if group_by_file:
+        ids, scores = index.best_per_file(ids, scores)
+    return index.records(ids[:k], scores[:k])
+
+
+def check_fields(fields: tuple[str, ...] | list[str] | str | None) -> tuple[str, ...]:
+    """The fields a text query uses, checked (None: all of TEXT_FIELDS), so a typo fails loudly."""
+    if fields is None:
+        return TEXT_FIELDS
+    if isinstance(fields, str):
+        fields = [f.strip() for f in fields.split(",") if f.strip()]
+    bad = [f for f in fields if f not in TEXT_FIELDS]
+    if bad or not fields:
+        raise SimsearchError(f"text fields must be some of {', '.join(TEXT_FIELDS)} (got {', '.join(fields) or 'none'})")
+    return tuple(f for f in TEXT_FIELDS if f in fields)
+
+
+def search_text_fields(index: "Index", text: str, k: int = 10, filter: dict | None = None,
+                       group_by_file: bool = False, fields: tuple[str, ...] | None = None) -> list[dict]:
+    """Text search over words and/or sound, fused by reciprocal rank so a file called "bass_hit" answers "bass".
+
+    Rows are ordered by the fused score (sum of 1/(RRF_K + rank) over the rankings a row is in); "score" stays
+    the acoustic score as before (the BM25 score for fields=("words",)); "why": {"words": the query words the
+    row's names/metadata matched, "sound": its acoustic score, "fused": the fused score}.
+    """
+    fields = check_fields(fields)
+    if not (text or "").strip():
+        raise SimsearchError("empty text query")
+    k = max(1, int(k))
+    if fields == ("sound",):
+        return [{**r, "why": {"words": [], "sound": r["score"], "fused": round(1.0 / (RRF_K + r["rank"]), 6)}}
+                for r in search_sound(index, text, k, filter, group_by_file)]
+    fused: dict[int, float] = {}
+    sound: dict[int, float] = {}
+    order: dict[int, int] = {}  # acoustic position, the tie-break
+    keep = index.filter_mask(filter) if filter else None
+    pos, word_scores, matched = index.words.rank(text, keep)
+    ids_all = index.rows["id"].to_numpy()
+    word_ids = [int(ids_all[p]) for p in pos]
+    if "sound" in fields:
+        sound, order = _sound_scores(index, text, filter, word_ids, k)
+        for i, rank in order.items():
+            fused[i] = 1.0 / (RRF_K + rank)
+    # rows of one file (and files with the same words) tie: they share a rank, so a long file takes one place
+    dense = np.cumsum(np.r_[True, word_scores[1:] != word_scores[:-1]]) if len(pos) else np.zeros(0, int)
+    words_of, bm25 = {}, {}
+    for p, i, rank, sc in zip(pos, word_ids, dense, word_scores):
+        fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + int(rank))
+        words_of[i], bm25[i] = matched[p], float(sc)
+    ranked = sorted(fused, key=lambda i: (-fused[i], order.get(i, len(index) + 1), i))
+    ids = np.array(ranked, np.int64)
+    vals = np.array([fused[i] for i in ranked], np.float32)
+    if group_by_file:
+        ids, vals = index.best_per_file(ids, vals)
+    ids = ids[:k]
+    score = sound if "sound" in fields else bm25
+    out = index.records(ids, np.array([score[int(i)] for i in ids], np.float32))
+    for r in out:
+        r["why"] = {"words": words_of.get(r["id"], []), "sound": sound.get(r["id"]),
+                    "fused": round(fused[r["id"]], 6)}
+    return out
+
+
+def _sound_scores(index: "Index", text: str, filter: dict | None, word_ids: list[int],
+                  k: int) -> tuple[dict[int, float], dict[int, int]]:
+    """Acoustic score and rank of the rows passing `filter` (CLAP: the best SOUND_DEPTH, plus the word matches)."""
+    space = text_space(index.info)
+    if space is None:
+        raise no_text_space(index)
+    if space.kind == "tags":
+        hits = search_sound(index, text, len(index), filter)
+        return {r["id"]: r["score"] for r in hits}, {r["id"]: n for n, r in enumerate(hits, start=1)}
+    q = index.encoder.embed_text([text.strip()])[0]
+    hits = index.search_vector(q, min(len(index), max(SOUND_DEPTH, 4 * k)), filter)
+    scores = {r["id"]: round(float(r["score"]) / space.scale, 6) for r in hits}
+    order = {r["id"]: n for n, r in enumerate(hits, start=1)}
+    rest = np.array([i for i in word_ids if i not in scores], np.int64)
+    if len(rest):  # word matches beyond the acoustic depth still show their acoustic score (but get no rank)
+        qn = q / max(float(np.linalg.norm(q)), 1e-12)
+        for i, s in zip(rest, index.vectors_for(rest) @ qn):
+            scores[int(i)] = round(float(s) / space.scale, 6)
+    return scores, order
