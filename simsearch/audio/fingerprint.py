@@ -136,21 +136,25 @@ def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
     return pairs[:, 0].view(np.uint32), pairs[:, 1]
 
 
+class FromBlobs:
+    """`build` for every landmark table kind: its from_arrow over the rows' packed landmarks."""
+
+    @classmethod
+    def build(cls, blobs: list[bytes | None]):
+        """One table from the rows' packed landmarks (row position = place in `blobs`)."""
+        import pyarrow as pa
+
+        return cls.from_arrow(pa.array(blobs, pa.binary()), np.arange(len(blobs)), len(blobs))
+
+
 @dataclass
-class LandmarkTable:
+class LandmarkTable(FromBlobs):
     """Every stored landmark sorted by hash, for look-ups of a query's landmarks."""
 
     hashes: np.ndarray  # uint32 [M], sorted
     rows: np.ndarray  # int32 [M], row position (0..n_rows-1)
     times: np.ndarray  # int32 [M]
     n_rows: int
-
-    @classmethod
-    def build(cls, blobs: list[bytes | None]) -> "LandmarkTable":
-        """One table from the rows' packed landmarks (row position = place in `blobs`)."""
-        import pyarrow as pa
-
-        return cls.from_arrow(pa.array(blobs, pa.binary()), np.arange(len(blobs)), len(blobs))
 
     @classmethod
     def from_arrow(cls, column, positions: np.ndarray, n_rows: int) -> "LandmarkTable":

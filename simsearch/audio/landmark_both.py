@@ -35,19 +35,12 @@ def query_landmarks(x: np.ndarray, sample_rate: int) -> tuple[tuple, tuple]:
 
 
 @dataclass
-class BothTable:
+class BothTable(fingerprint.FromBlobs):
     """The stored pairs and triplets, split into one table of each kind."""
 
     pairs: fingerprint.LandmarkTable
     triplets: triplets.TripletTable
     n_rows: int
-
-    @classmethod
-    def build(cls, blobs: list[bytes | None]) -> "BothTable":
-        """One table from the rows' packed landmarks (row position = place in `blobs`)."""
-        import pyarrow as pa
-
-        return cls.from_arrow(pa.array(blobs, pa.binary()), np.arange(len(blobs)), len(blobs))
 
     @classmethod
     def from_arrow(cls, column, positions: np.ndarray, n_rows: int) -> "BothTable":

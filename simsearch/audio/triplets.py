@@ -155,7 +155,7 @@ def _neighbour_sums(keys: np.ndarray, n: np.ndarray, steps: list[int]) -> np.nda
 
 
 @dataclass
-class TripletTable:
+class TripletTable(fingerprint.FromBlobs):
     """Every stored triplet sorted by hash, for look-ups of a query's triplets."""
 
     hashes: np.ndarray  # uint32 [M], sorted
@@ -163,13 +163,6 @@ class TripletTable:
     times: np.ndarray  # int32 [M], anchor frame
     freqs: np.ndarray  # int32 [M], anchor log bin
     n_rows: int
-
-    @classmethod
-    def build(cls, blobs: list[bytes | None]) -> "TripletTable":
-        """One table from the rows' packed triplets (row position = place in `blobs`)."""
-        import pyarrow as pa
-
-        return cls.from_arrow(pa.array(blobs, pa.binary()), np.arange(len(blobs)), len(blobs))
 
     @classmethod
     def from_arrow(cls, column, positions: np.ndarray, n_rows: int) -> "TripletTable":
