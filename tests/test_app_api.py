@@ -148,7 +148,8 @@ def test_search_audio_on_second_index_and_window_offset(client, corpus, tmp_path
 
 def test_search_text_uses_tag_space(client):
     res = ask(client, "white noise", 4, "ix_yamnet", api_name="/search_text")
-    assert len(res) == 4 and all(set(r) == KEYS for r in res)
+    assert len(res) == 4 and all(set(r) == KEYS | {"why"} for r in res)
+    assert all({"sound", "fused"} <= set(r["why"]) for r in res)  # each hit says why it matched
     assert res[0]["label"] == "noise"
     assert not {r["label"] for r in res} & {"low", "high"}, res
     res = ask(client, "sine wave", 3, "ix_yamnet", api_name="/search_text")

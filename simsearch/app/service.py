@@ -26,6 +26,7 @@ from simsearch.search.text import text_mode
 log = logging.getLogger(__name__)
 RESULT_KEYS = ("rank", "score", "path", "label", "offset_s", "duration_s", "id")
 MATCH_KEYS = ("cosine", "match")  # audio queries on an index with landmark fingerprints (see Index.search)
+WHY_KEYS = ("why",)  # text queries: the matched name words and the sound and fused scores (Index.search)
 MAX_SLOTS = 20  # result rows the UI has room for; also the largest k
 MAX_TEXT_CHARS = 500
 MAX_LABELS = 50  # zero-shot labels per request: each costs a text embedding (about 30 ms of CPU with YAMNet tags)
@@ -115,7 +116,7 @@ def load_query(served: Served, path: str | Path | None, limits: Limits) -> np.nd
 
 def public(results: list[dict]) -> list[dict]:
     """Results in the API's documented shape."""
-    return [{k: r[k] for k in RESULT_KEYS + MATCH_KEYS if k in r} for r in results]
+    return [{k: r[k] for k in RESULT_KEYS + MATCH_KEYS + WHY_KEYS if k in r} for r in results]
 
 
 def as_json(value: Any) -> str:
