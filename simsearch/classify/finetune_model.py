@@ -200,7 +200,9 @@ class HFBackbone(Backbone):
         if self.kind == "ast":
             return self.model(inputs).pooler_output
         if self.kind == "whisper":
-            states = self._whisper_states(inputs)
+            from simsearch.encoders.whisper_export import encoder_states
+
+            states = encoder_states(self.model, inputs, training=self.training)
             counts = torch.div(lengths + 319, 320, rounding_mode="floor").clamp(1, states.shape[1])  # 20-ms states
             return _masked_mean(states, counts)
         mask = None
@@ -209,17 +211,6 @@ class HFBackbone(Backbone):
         hidden = self.model(inputs, attention_mask=mask).last_hidden_state
         counts = self.model._get_feat_extract_output_lengths(lengths).clamp(1, hidden.shape[1])
         return _masked_mean(hidden, counts)
-
-    def _whisper_states(self, features: torch.Tensor) -> torch.Tensor:
-        """whisper_export.whisper_encoder_states with gradients: any even number of mel frames up to 30 s."""
-        enc = self.model
-        h = F.gelu(enc.conv2(F.gelu(enc.conv1(features)))).permute(0, 2, 1)
-        h = h + enc.embed_positions.weight[: h.shape[1]]
-        h = F.dropout(h, p=enc.dropout, training=self.training)
-        for block in enc.layers:
-            h = block(h, None)
-            h = h[0] if isinstance(h, tuple) else h
-        return enc.layer_norm(h)
 
     def blocks(self) -> list[list[nn.Parameter]]:
         for path in ("encoder.layers", "encoder.layer", "layers"):

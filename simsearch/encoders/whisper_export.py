@@ -264,16 +264,25 @@ def whisper_encoder_states(encoder, features, layer: int | None = None):
     import torch
 
     with torch.inference_mode():
-        h = torch.nn.functional.gelu(encoder.conv1(features))
-        h = torch.nn.functional.gelu(encoder.conv2(h)).permute(0, 2, 1)
-        if h.shape[1] > encoder.embed_positions.num_embeddings:
-            raise SimsearchError(f"Whisper input of {features.shape[-1]} mel frames is longer than the 30-s window")
-        h = h + encoder.embed_positions.weight[: h.shape[1]]
-        if layer == 0:
+        return encoder_states(encoder, features, layer)
+
+
+def encoder_states(encoder, features, layer: int | None = None, training: bool = False):
+    """whisper_encoder_states with gradients (fine-tuning): `training` applies the encoder's dropout after the
+    positions, as WhisperEncoder.forward does; the blocks follow their own train/eval mode."""
+    import torch
+
+    h = torch.nn.functional.gelu(encoder.conv1(features))
+    h = torch.nn.functional.gelu(encoder.conv2(h)).permute(0, 2, 1)
+    if h.shape[1] > encoder.embed_positions.num_embeddings:
+        raise SimsearchError(f"Whisper input of {features.shape[-1]} mel frames is longer than the 30-s window")
+    h = h + encoder.embed_positions.weight[: h.shape[1]]
+    h = torch.nn.functional.dropout(h, p=encoder.dropout, training=training)
+    if layer == 0:
+        return h
+    for i, block in enumerate(encoder.layers, 1):
+        h = block(h, None)
+        h = h[0] if isinstance(h, tuple) else h  # transformers < 5 returns a tuple
+        if layer == i and i < len(encoder.layers):
             return h
-        for i, block in enumerate(encoder.layers, 1):
-            h = block(h, None)
-            h = h[0] if isinstance(h, tuple) else h  # transformers < 5 returns a tuple
-            if layer == i and i < len(encoder.layers):
-                return h
-        return encoder.layer_norm(h)  # hidden_states[last] is layer-normed in transformers too
+    return encoder.layer_norm(h)  # hidden_states[last] is layer-normed in transformers too
