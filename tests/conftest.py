@@ -63,3 +63,42 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# Forks one child per crash point from a process that imported everything but ran nothing (fork-safe, fast).
+CRASH_DRIVER = r"""
+import json, os, shutil, sys
+import faiss, pyarrow.parquet, scipy.ndimage, torchaudio.transforms  # noqa: F401 - imports the children share
+import simsearch.encoders.spectral, simsearch.indexing.job  # noqa: F401
+from simsearch.cli.core import build_parser, main
+build_parser()  # imports every command module
+base, src, work, env, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+results = []
+for n in range(1, 80):
+    out = os.path.join(work, f"crash{n:02d}")
+    shutil.copytree(base, out)
+    pid = os.fork()
+    if pid == 0:
+        os.environ[env] = str(n)
+        os._exit(main(["index", src, "--out", out, *extra]))
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    results.append([n, out, code])
+    if code != 70:
+        break
+print(json.dumps(results))
+"""
+
+
+def crash_at_every_write(base: Path, src: Path, work: Path, args: list[str]) -> list[list]:
+    """Copies of the index `base` updated from `src` with `args`, each killed at its N-th durable write (N = 1, 2,
+    ... until a run finishes): [[N, copy, exit code], ...]; exit code 70 = killed there."""
+    import json
+    import subprocess
+    import sys
+
+    from simsearch.store.folder import CRASH_ENV
+
+    r = subprocess.run([sys.executable, "-c", CRASH_DRIVER, str(base), str(src), str(work), CRASH_ENV, *args],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])

@@ -133,7 +133,7 @@ def test_rates_outside_the_range_are_refused():
 
 
 def test_long_query_is_embedded_in_batches_that_pool_to_the_same_vector(tmp_path):
-    """Index._embed_samples runs a long query QUERY_BATCH windows at a time; the pooled vector is unchanged."""
+    """A long query runs QUERY_BATCH windows at a time; the pooled vector is unchanged, the windows are all there."""
     from simsearch.cli.core import main
     from simsearch.search.index import QUERY_BATCH, Index
     from simsearch.vectors import pooled
@@ -143,8 +143,8 @@ def test_long_query_is_embedded_in_batches_that_pool_to_the_same_vector(tmp_path
                  "--workers", "0", "--no-fingerprint"]) == 0
     index = Index.open(tmp_path / "ix")
     x = tone(220, 10.0 * (QUERY_BATCH + 2), seed=5)
-    vec, _ = index._embed_samples(x)
+    vec, _, per_window = index.embed_clip_windows(x)
     windows = split_windows(x, 16000, index.info.get("window_s") or 10.0, index.info.get("hop_s"))
-    assert len(windows) > QUERY_BATCH
+    assert len(windows) > QUERY_BATCH and len(per_window) == len(windows)
     one_batch = pooled(index.encoder.embed_batch([w.samples for w in windows])["embedding"])[0]
     assert np.allclose(vec, one_batch, atol=1e-5)

@@ -239,3 +239,15 @@ def test_yamnet_finetunes_on_cuda_in_bf16(files, tmp_path) -> None:
     waves = [_clip(c, 0.5) for c in CLASSES]
     on_gpu, on_cpu = (ck.scores(ck.encoder(d).embed_batch(waves)["embedding"]) for d in ("cuda", "cpu"))
     np.testing.assert_allclose(on_gpu, on_cpu, atol=0.05)  # the checkpoint serves on either device
+
+
+def test_files_that_went_since_indexing_are_left_out(tmp_path: Path) -> None:
+    from simsearch.classify.finetune import index_files
+
+    corpus = write_labelled(tmp_path / "corpus", CLASSES, n=2)
+    run_index(corpus, tmp_path / "idx", IndexOptions(encoder="spectral", progress=False, num_workers=0))
+    (corpus / "low" / "low0.wav").write_bytes(b"not audio any more")
+    (corpus / "high" / "high1.wav").unlink()
+    paths, labels = index_files(Index.open(tmp_path / "idx"))
+    assert len(paths) == 4 and not any(p.endswith(("low0.wav", "high1.wav")) for p in paths)
+    assert sorted(labels) == ["high", "hiss", "hiss", "low"]

@@ -5,41 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import noise, tone, write
+from conftest import crash_at_every_write, noise, tone, write
 
 from simsearch.cli.core import main
 from simsearch.search.index import Index
-from simsearch.store.folder import CRASH_ENV, IndexDir
+from simsearch.store.folder import IndexDir
 
 CRASHED = 70  # the exit code of simsearch.store.folder.write_step
 INDEX = ["--encoder", "spectral", "-q", "--workers", "0", "--shard-rows", "3"]
 
-# Forks one child per crash point from a process that imported everything but ran nothing (fork-safe, fast).
-DRIVER = r"""
-import json, os, shutil, sys
-import faiss, pyarrow.parquet, scipy.ndimage, torchaudio.transforms  # noqa: F401 - imports the children share
-import simsearch.encoders.spectral, simsearch.indexing.job  # noqa: F401
-from simsearch.cli.core import build_parser, main
-build_parser()  # imports every command module
-base, src, work, env, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-results = []
-for n in range(1, 80):
-    out = os.path.join(work, f"crash{n:02d}")
-    shutil.copytree(base, out)
-    pid = os.fork()
-    if pid == 0:
-        os.environ[env] = str(n)
-        os._exit(main(["index", src, "--out", out, *extra]))
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    results.append([n, out, code])
-    if code != 70:
-        break
-print(json.dumps(results))
-"""
 
 
 def make_source(root: Path, n: int = 12) -> Path:
@@ -74,10 +50,7 @@ def test_a_kill_at_every_write_step_of_an_update_leaves_old_or_new_state(tmp_pat
     write(src / "new" / "a.wav", tone(5000, 0.5, seed=51))
     write(src / "new" / "b.wav", noise(0.4, seed=52))
     new = (old - {str(src / "c1" / "clip01.wav")}) | {str(src / "new" / "a.wav"), str(src / "new" / "b.wav")}
-    r = subprocess.run([sys.executable, "-c", DRIVER, str(base), str(src), str(tmp_path), CRASH_ENV, *INDEX],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    runs = json.loads(r.stdout.strip().splitlines()[-1])
+    runs = crash_at_every_write(base, src, tmp_path, INDEX)
     crashes = [out for _, out, code in runs if code == CRASHED]
     assert runs[-1][2] == 0 and len(crashes) >= 8, runs  # shards, compaction, faiss, index.json, deletions
     seen = []

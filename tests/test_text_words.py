@@ -9,7 +9,7 @@ import pytest
 from conftest import noise, tone, write
 
 from simsearch.errors import SimsearchError
-from simsearch.search.words import WordIndex, row_words, split_words
+from simsearch.search.words import WordIndex, name_docs, row_words, split_words
 
 
 def test_split_words() -> None:
@@ -26,7 +26,7 @@ def test_row_words_and_bm25() -> None:
         ["kick", "808", "kicks", "drums", "perc", "dark"]
     rows = pd.DataFrame({"path": ["/a/bass_hit_c.flac", "/a/bass_dnb_f.flac", "/a/kick_soft.wav", "/a/guit_em9.flac"],
                          "label": [None] * 4, "metadata": [None] * 4})
-    w = WordIndex(rows)
+    w = WordIndex(name_docs(rows))
     pos, scores, matched = w.rank("bass")
     assert sorted(pos) == [0, 1] and matched[0] == ["bass"] and matched[2] == []
     assert list(w.rank("guitar")[0]) == [3]  # "guit" is a prefix of "guitar"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from simsearch.audio import containers
+
 CLIP_PREFIX = "simsearch-app-clips-"
 BROWSER_AUDIO = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus")  # played as-is; others become WAV
 
@@ -36,13 +38,17 @@ class ClipStore:
 
         Named by the source's path, mtime and window, so a repeated request reuses the clip.
         """
-        real = path.resolve()
-        info = sf.info(str(real))  # raises on anything that is not audio libsndfile reads
+        member = containers.split_member(path)  # a clip inside a tar shard or a saved dataset: read in place
+        real = path if member else path.resolve()
+        source = containers.open_member(path) if member else str(real)
+        info = sf.info(source)  # raises on anything that is not audio libsndfile reads
         total = info.frames / info.samplerate
         dur = float(duration_s or total)
-        whole = offset_s <= 0 and dur >= total - 1e-3 and real.suffix.lower() in BROWSER_AUDIO
-        key = hashlib.sha1(f"{real}|{real.stat().st_mtime_ns}|{offset_s:.3f}|{dur:.3f}".encode()).hexdigest()[:12]
-        out = self.dir / (f"{real.stem}_{key}{real.suffix.lower()}" if whole else f"{real.stem}_{offset_s:.1f}s_{key}.wav")
+        whole = offset_s <= 0 and dur >= total - 1e-3 and real.suffix.lower() in BROWSER_AUDIO and not member
+        stamp = (member[0] if member else real).stat().st_mtime_ns
+        key = hashlib.sha1(f"{real}|{stamp}|{offset_s:.3f}|{dur:.3f}".encode()).hexdigest()[:12]
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in real.name.rpartition(".")[0] or real.name)
+        out = self.dir / (f"{stem}_{key}{real.suffix.lower()}" if whole else f"{stem}_{offset_s:.1f}s_{key}.wav")
         self.prune()
         try:
             os.utime(out)  # made before and recently used again: keep it through the next prune
@@ -54,7 +60,9 @@ class ClipStore:
         if whole:
             shutil.copyfile(real, tmp)
         else:
-            data, sr = sf.read(str(real), start=round(offset_s * info.samplerate), frames=round(dur * info.samplerate),
+            if member:
+                source.seek(0)
+            data, sr = sf.read(source, start=round(offset_s * info.samplerate), frames=round(dur * info.samplerate),
                                dtype="float32", always_2d=True)
             sf.write(tmp, data, sr, subtype="PCM_16")
         os.replace(tmp, out)

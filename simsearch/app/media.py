@@ -7,6 +7,7 @@ import numpy as np
 
 from simsearch.app.clips import ClipStore
 from simsearch.app.pool import Served, inside
+from simsearch.audio import containers
 from simsearch.audio.fingerprint import SAME_RECORDING
 from simsearch.errors import SimsearchError
 
@@ -28,7 +29,7 @@ def row_audio(served: Served, row_id: int, clips: ClipStore) -> Path:
     path = Path(row["path"])
     if not inside(path, served.roots):
         raise SimsearchError(f"the audio of row {row_id} is not served: its file lies outside the indexed folders")
-    if not path.is_file():
+    if not (path.is_file() or containers.member_exists(path)):
         raise SimsearchError(f"the audio of row {row_id} is gone from {path.parent}; re-index to drop it")
     try:
         return clips.clip(path, float(row["offset_s"]), float(row["duration_s"]))
@@ -61,7 +62,23 @@ def result_caption(result: dict, playable: bool, window: bool = False) -> str:
     if result.get("match", 0) >= SAME_RECORDING:
         where += " · **same recording** (landmarks match)"
     return (f"**#{result['rank']}** · score **{result['score']:.3f}** · label **{label}**{where}  \n"
-            f"`{result['path']}`{note}")
+            f"`{result['path']}`{note}{why_line(result)}")
+
+
+def why_line(result: dict) -> str:
+    """What a text hit matched, for its card: name words, words said (and when), the sound's tags."""
+    why = result.get("why")
+    if not why:
+        return ""
+    parts = []
+    if why.get("words"):
+        parts.append("name: " + ", ".join(f"**{w}**" for w in why["words"]))
+    for w in why.get("spoken", []):
+        parts.append(f"said **“{w['word']}”** at {result['offset_s'] + w['start_s']:.1f} s ({w['p']:.0%} sure)")
+    if why.get("sound") is not None:
+        tags = ", ".join(f"{t['tag']} {t['share']:.0%}" for t in why.get("tags", []))
+        parts.append(f"sound {why['sound']:.2f}" + (f" ({tags})" if tags else ""))
+    return "  \n_matched: " + " · ".join(parts) + "_" if parts else ""
 
 
 def spectrogram_image(x: np.ndarray, sr: int, title: str = "query") -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from simsearch.app.clips import ClipStore
+from simsearch.audio import containers
 from simsearch.classify.knn import labelled_bank
 from simsearch.classify.probe import PROBE_WEIGHTS
 from simsearch.errors import SimsearchError
@@ -46,8 +47,9 @@ def source_roots(info: dict) -> list[Path]:
 
 
 def inside(path: str | Path, roots: list[Path]) -> bool:
-    """True when the path, links resolved, lies within one of the roots."""
-    real = Path(path).resolve()
+    """True when the path, links resolved, lies within one of the roots (a clip in a container: the container)."""
+    member = containers.split_member(path)
+    real = (member[0] if member else Path(path)).resolve()
     return any(real == r or real.is_relative_to(r) for r in roots)
 
 

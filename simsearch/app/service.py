@@ -18,6 +18,7 @@ from simsearch.app.pool import IndexPool, Served, inside
 from simsearch.app.views import text_support
 from simsearch.audio.decode import MIN_DURATION_S, decode
 from simsearch.classify.knn import KNN_K, knn_scores
+from simsearch.classify.label import spoken_samples
 from simsearch.classify.probe import classify_probe
 from simsearch.classify.zeroshot import zero_shot_scores
 from simsearch.errors import AudioError, SimsearchError
@@ -26,7 +27,7 @@ from simsearch.search.text import text_mode
 log = logging.getLogger(__name__)
 RESULT_KEYS = ("rank", "score", "path", "label", "offset_s", "duration_s", "id")
 MATCH_KEYS = ("cosine", "match")  # audio queries on an index with landmark fingerprints (see Index.search)
-WHY_KEYS = ("why",)  # text queries: the matched name words and the sound and fused scores (Index.search)
+WHY_KEYS = ("why", "at_s")  # text queries: what matched (names, words said, sound) and where the words were said
 MAX_SLOTS = 20  # result rows the UI has room for; also the largest k
 MAX_TEXT_CHARS = 500
 MAX_LABELS = 50  # zero-shot labels per request: each costs a text embedding (about 30 ms of CPU with YAMNet tags)
@@ -190,7 +191,7 @@ def classify_clip(pool: IndexPool, name: str | None, audio_path: str | Path | No
     k = clamp_k(k or KNN_K, limits)
     labels = parse_labels(zero_shot_labels)
     x = load_query(served, audio_path, limits)
-    vector, extras = served.index.embed_clip(x)
+    vector, extras, windows = served.index.embed_clip_windows(x)
     out: dict[str, Any] = {"knn": [], "neighbours": [], "probe": None, "zero_shot": None, "notes": []}
     if not served.knn_labels:
         out["notes"].append("this index has no labels, so there is nothing to vote with; index with sub-folders "
@@ -198,11 +199,12 @@ def classify_clip(pool: IndexPool, name: str | None, audio_path: str | Path | No
     else:
         out["knn"], out["neighbours"] = knn_vote(served, vector, k)
     if served.has_probe:
-        out["probe"] = classify_probe(served.index, vector)
+        out["probe"] = classify_probe(served.index, vector, windows)
     else:
         out["notes"].append(f"no probe trained for this index (train one with `simsearch probe {served.index.dir.root}`)")
     if labels:
-        scores = zero_shot_scores(served.index, vector, extras, labels)
+        scores = zero_shot_scores(served.index, vector, extras, labels, spoken_samples(served.index, x),
+                                  Path(audio_path).name if audio_path else None)
         order = np.argsort(-scores, kind="stable")
         out["zero_shot"] = [{"label": labels[i], "score": round(float(scores[i]), 6)} for i in order]
     return out

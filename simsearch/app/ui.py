@@ -18,6 +18,7 @@ from simsearch.classify.knn import KNN_K
 
 log = logging.getLogger(__name__)
 DISPLAY_KEYS = ("rank", "score", "path", "label", "offset_s")  # the neighbours table in the Classify tab
+CONCURRENCY = 16  # requests handled at once: the models and indexes are shared read-only by every request
 
 
 @dataclass
@@ -179,9 +180,39 @@ def index_tab(first: Served) -> tuple:
     return facts, plot
 
 
+def page(pool: IndexPool, limits: Limits, max_k: int) -> None:
+    """The web page: index picker, the four tabs; call inside the app's gr.Blocks."""
+    import gradio as gr
+
+    names = pool.names
+    first = pool.get(names[0])
+    gr.Markdown("# simsearch\nFind similar sounds, search by text, and label clips in an audio index.")
+    with gr.Row():
+        index_dd = gr.Dropdown(names, value=names[0], label="Index", scale=1, interactive=len(names) > 1,
+                               elem_id="index-select")
+        status = gr.Markdown(status_line(first))
+    ctx = Ctx(pool, limits, index_dd, max_k)
+    with gr.Tabs():
+        similar_tab(ctx)
+        note = text_tab(ctx, first)
+        classify_tab(ctx)
+        facts, plot = index_tab(first)
+
+    @friendly
+    def on_index(name):
+        served = pool.get(name)
+        return status_line(served), text_support(served), *index_overview(served)
+
+    index_dd.change(on_index, index_dd, [status, note, facts, plot], api_visibility="private")
+
+
 def build_app(index_dirs: list[str | Path] | None = None, limits: Limits = Limits(), device: str = "auto",
-              warm: bool = True, pool: IndexPool | None = None):
-    """The Gradio Blocks app over one or more index folders (see find_index_dirs); pool holds them open."""
+              warm: bool = True, pool: IndexPool | None = None, ui: bool = True):
+    """The Gradio Blocks app over one or more index folders (see find_index_dirs); pool holds them open.
+
+    ui=False serves the API alone: Gradio builds every new session's state from all of an app's components, so
+    without the page's a REST call (one session each) costs the server far less CPU.
+    """
     import gradio as gr
 
     pool = pool or IndexPool(find_index_dirs(index_dirs), device=device, warm=warm, clip_ttl_s=limits.cache_ttl_s)
@@ -189,30 +220,14 @@ def build_app(index_dirs: list[str | Path] | None = None, limits: Limits = Limit
         from gradio.utils import get_upload_folder
 
         limits = replace(limits, upload_dir=Path(get_upload_folder()).resolve())
-    names = pool.names
-    first = pool.get(names[0])
     max_k = min(limits.max_k, MAX_SLOTS)
     ttl = max(1, int(limits.cache_ttl_s))
     # Every ttl/3 s Gradio deletes the uploads and cached result clips older than ttl, called for or not.
     with gr.Blocks(title="simsearch", analytics_enabled=False, delete_cache=(max(1, ttl // 3), ttl)) as demo:
-        gr.Markdown("# simsearch\nFind similar sounds, search by text, and label clips in an audio index.")
-        with gr.Row():
-            index_dd = gr.Dropdown(names, value=names[0], label="Index", scale=1, interactive=len(names) > 1,
-                                   elem_id="index-select")
-            status = gr.Markdown(status_line(first))
-        ctx = Ctx(pool, limits, index_dd, max_k)
-        with gr.Tabs():
-            similar_tab(ctx)
-            note = text_tab(ctx, first)
-            classify_tab(ctx)
-            facts, plot = index_tab(first)
-
-        @friendly
-        def on_index(name):
-            served = pool.get(name)
-            return status_line(served), text_support(served), *index_overview(served)
-
-        index_dd.change(on_index, index_dd, [status, note, facts, plot], api_visibility="private")
+        if ui:
+            page(pool, limits, max_k)
+        else:
+            gr.Markdown("# simsearch API\nThis server answers the API only (see *Use via API* below).")
         add_api(pool, limits, max_k)
 
     demo.simsearch_pool = pool  # type: ignore[attr-defined]
@@ -220,7 +235,8 @@ def build_app(index_dirs: list[str | Path] | None = None, limits: Limits = Limit
     return demo
 
 
-def launch(demo, host: str = "127.0.0.1", port: int | None = None, block: bool = True, quiet: bool = False):
+def launch(demo, host: str = "127.0.0.1", port: int | None = None, block: bool = True, quiet: bool = False,
+           concurrency: int | None = None):
     """Serve the app. No source folder is opened to Gradio's file route: result audio is served as copies of
     index rows (see media.row_audio), uploads are capped; with block=True, SIGTERM cleans up and exits."""
     import gradio as gr
@@ -229,7 +245,7 @@ def launch(demo, host: str = "127.0.0.1", port: int | None = None, block: bool =
     limits: Limits = demo.simsearch_limits
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web-font downloads
-    demo.queue(default_concurrency_limit=2)
+    demo.queue(default_concurrency_limit=concurrency or CONCURRENCY)
     out = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet,
                       max_file_size=f"{limits.max_upload_mb:g}mb", show_error=True, ssr_mode=False,
                       footer_links=["api"], theme=theme, css=CSS)

@@ -12,11 +12,15 @@ def text_support(served: Served) -> str:
     """A sentence telling the user which text search this index supports, if any."""
     mode = text_mode(served.index)
     enc = served.index.info["encoder"]["name"]
+    names = "File and folder names, labels and metadata words are searched too"
+    if served.index.info.get("transcribe", "off") != "off":
+        names += ", and the **words spoken** in clips with speech"
     if mode == "clap":
-        return f"Text search uses the **CLAP text tower** of this index's encoder (`{enc}`)."
+        return f"Text search uses the **CLAP text tower** of this index's encoder (`{enc}`). {names}."
     if mode == "tags":
         return ("Text search maps your words onto the **521 AudioSet tags** YAMNet scored for every clip "
-                "(offline; works best with sound words such as *dog*, *drum*, *speech*, *rain*).")
+                f"(offline; works best with sound words such as *dog*, *drum*, *speech*, *rain*). {names}; each "
+                "result says what it matched.")
     return (f"**Text search is not available for this index**: it was built with `{enc}`, which has no text "
             f"space. Build an index with one of: {', '.join(f'`{e}`' for e in TEXT_ENCODERS)}.")
 
@@ -25,10 +29,9 @@ def query_tags(served: Served, text: str, top: int = 3) -> str:
     """For tag-space indexes: which AudioSet tags a text query was mapped to (explains the ranking)."""
     if text_mode(served.index) != "tags" or not (text or "").strip():
         return ""
-    from simsearch.encoders.tag_text import top_tags
-    from simsearch.encoders.yamnet import load_class_names
+    from simsearch.encoders.tag_text import index_class_names, top_tags
 
-    tags = top_tags(text.strip(), load_class_names(), top=top)
+    tags = top_tags(text.strip(), index_class_names(served.index.info), top=top)
     return "Matched AudioSet tags: " + ", ".join(f"**{name}** ({w:.0%})" for name, w in tags)
 
 

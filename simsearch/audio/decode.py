@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import soundfile as sf
 
+from simsearch.audio import containers
 from simsearch.audio.resample import MAX_RATE, MIN_RATE, stream_resample
 from simsearch.audio.windows import Window, iter_window_starts
 from simsearch.errors import AudioError
@@ -71,6 +72,11 @@ def check_header(f: sf.SoundFile, where: str, frames: int, sample_rate: int, bud
 
 
 def _open(path: str | Path) -> sf.SoundFile:
+    if containers.split_member(path) is not None:  # a clip inside a tar shard or a saved dataset
+        try:
+            return sf.SoundFile(containers.open_member(path))
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(str(path), f"not a readable audio file ({e})") from None
     p = Path(path)
     if p.is_dir():
         raise AudioError(str(path), "is a directory, not an audio file")
@@ -257,6 +263,12 @@ def decode(source: Any, sample_rate: int, max_seconds: float | None = None,
     if np.abs(x).max() < SILENCE_PEAK:
         raise AudioError(where, "is silent (all samples are zero)")
     return x
+
+
+def check_readable(path: str | Path) -> None:
+    """Open a file (or a clip inside a container) and read its header only: AudioError when it cannot be used."""
+    with _Reader(lambda: _open(path), str(path)) as reader:
+        check_header(reader.f, str(path), reader.f.frames, reader.f.samplerate, DECODE_BUDGET)
 
 
 def duration_s(path: str | Path) -> float:

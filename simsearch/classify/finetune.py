@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from simsearch.classify.knn import LABEL_SEP, _ranked, split_labels
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.errors import AudioError, ModelNotFoundError, SimsearchError
 from simsearch.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -125,7 +125,25 @@ def index_files(index: "Index", multi_label: bool = False, sep: str = LABEL_SEP)
     if not pairs:
         raise SimsearchError(f"{index.dir.root} has no labelled files to fine-tune on; index with labels "
                              "(sub-folders, --label-regex, or a manifest 'label' column)")
-    return [p for p, _ in pairs], [v for _, v in pairs]
+    return readable(pairs)
+
+
+def readable(pairs: list[tuple[str, Any]]) -> tuple[list[str], list]:
+    """The (path, label) pairs whose file can still be read: one that went or broke since it was indexed is
+    logged and left out before training starts, instead of stopping the run in the middle of an epoch."""
+    from simsearch.audio.decode import check_readable
+
+    kept = []
+    for path, label in pairs:
+        try:
+            check_readable(path)
+        except AudioError as e:
+            log.warning("fine-tuning without %s: %s", path, e)
+            continue
+        kept.append((path, label))
+    if not kept:
+        raise SimsearchError("none of the index's labelled files can be read any more; re-index the source")
+    return [p for p, _ in kept], [v for _, v in kept]
 
 
 def augment(x: np.ndarray, sr: int, rng: np.random.Generator, crop: int) -> np.ndarray:

@@ -9,18 +9,21 @@ holds ";" ("dog;bark") votes for each part.
 Fine-tuned: the head trained by `simsearch finetune` (simsearch.classify.finetune) on the clip's vector, for an index
 built with that fine-tuned folder as --checkpoint.
 
-Zero-shot: the index's text space decides (simsearch.search.text.text_space). CLAP, alone or as a fused
-part: labels become prompts "This is a sound of {}." embedded by the text tower and scored as
-softmax(100 * cosine) like CLIP/CLAP, the cosine taken between the prompt and the clip's CLAP part (so a
-fusion scores as CLAP alone would). Tags (YAMNet, alone or fused without CLAP): each label is
-mapped onto the 521 AudioSet classes with simsearch.encoders.tag_text.tag_query_weights (the label text itself,
-no template: class names are short nouns) and scored as those weights · the clip's own tag scores,
-i.e. the weighted mean probability that the clip holds the label's AudioSet classes (scores are
-independent probabilities, not a distribution over the labels).
+Zero-shot (simsearch.classify.zeroshot): probabilities over the given labels, from the evidence of the sound,
+the words said and the clip's name. The index's text space decides the sound's part (simsearch.search.text.
+text_space). CLAP, alone or as a fused part: labels become prompts "This is a sound of {}." embedded by the text
+tower, 100 * cosine with the clip's CLAP part, like CLIP/CLAP. Tags (YAMNet, alone or fused without CLAP): each
+label is mapped onto the AudioSet classes with simsearch.encoders.tag_text.tag_query_weights (the label text
+itself, no template: class names are short nouns), scored as those weights · the clip's tag scores, and taken as
+a standard score among the index's rows. A clip whose tags say speech adds Whisper's log-probability of hearing
+each label; a label in the clip's file name adds NAME_BONUS. Softmax over the labels of the sum.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from simsearch.classify.knn import KNN_K, _ranked, classify_knn
 from simsearch.classify.probe import classify_probe
@@ -34,6 +37,17 @@ if TYPE_CHECKING:
 METHODS = ("knn", "probe", "zeroshot", "finetuned")
 
 
+def spoken_samples(index: "Index", audio: Any) -> np.ndarray | None:
+    """The clip at Whisper's 16 kHz (its first 30 s), for zero-shot's spoken evidence; None if it cannot be had."""
+    from simsearch.audio.decode import decode
+    from simsearch.audio.resample import resample
+    from simsearch.encoders.whisper_ct2 import WHISPER_SR
+
+    if isinstance(audio, np.ndarray):  # an array is at the index encoder's rate
+        return resample(audio[: 30 * index.encoder.sample_rate], index.encoder.sample_rate, WHISPER_SR)
+    return decode(audio, WHISPER_SR, max_seconds=30)
+
+
 def classify(index: "Index", audio: Any, method: str = "knn", k: int = KNN_K,
              labels: Sequence[str] | None = None, top: int | None = None) -> list[dict]:
     """[{"label", "score"}, ...] best first, like the transformers audio-classification pipeline."""
@@ -45,13 +59,14 @@ def classify(index: "Index", audio: Any, method: str = "knn", k: int = KNN_K,
         from simsearch.classify.finetune import classify_finetuned
 
         return classify_finetuned(index, audio)[: top or None]
-    vector, extras = index.embed_clip(audio)
+    vector, extras, windows = index.embed_clip_windows(audio)
     if method == "knn":
         out = classify_knn(index, vector, k)
     elif method == "probe":
-        out = classify_probe(index, vector)
+        out = classify_probe(index, vector, windows)
     else:
         labels = [v.strip() for v in labels or [] if v.strip()]
-        out = _ranked(labels, zero_shot_scores(index, vector, extras, labels))
+        name = str(audio) if isinstance(audio, (str, Path)) else None
+        out = _ranked(labels, zero_shot_scores(index, vector, extras, labels, spoken_samples(index, audio), name))
     return out[: top or None]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from simsearch.classify.knn import KNN_K, LABEL_SEP
 from simsearch.classify.label import METHODS
+from simsearch.classify.probe import PROBE_POOLINGS
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -29,9 +30,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from simsearch.search.index import Index
 
     index = Index.open(args.dir, device="cpu")
-    probe = train_probe(index, multi_label=args.multi_label, sep=args.sep, folds=args.folds, seed=args.seed)
+    probe = train_probe(index, multi_label=args.multi_label, sep=args.sep, folds=args.folds, seed=args.seed,
+                        pooling=args.pooling)
     m = probe.meta
     kind = "multi-label (one sigmoid per label)" if probe.multi_label else "single-label (softmax)"
+    if probe.pooling == "attention":
+        print(f"probe: {kind}, gated attention over {m['n_windows']} windows of {m['n_files']} files, "
+              f"{len(probe.classes)} labels, {m['epochs']} epochs; saved {Path(args.dir) / PROBE_WEIGHTS}")
+        return 0
     print(f"probe: {kind}, {m['n_files']} files, {len(probe.classes)} labels, C={m['C']:g} chosen by "
           f"{m['cv_folds']}-fold CV; CV {m['cv_metric']} {m['cv_score']:.3f}; saved {Path(args.dir) / PROBE_WEIGHTS}")
     return 0
@@ -90,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--sep", default=LABEL_SEP, help="separator of several labels in one label field")
     s.add_argument("--folds", type=int, default=5, help="cross-validation folds that pick the regularisation")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pooling", choices=PROBE_POOLINGS, default="mean",
+                   help="mean: the linear layer reads each file's mean window vector; attention: a gated attention "
+                        "pooling over the file's windows trained with it (long files whose label is one short event)")
     s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("eval", help="compare encoders on a labelled collection: kNN, probe, macro-F1, retrieval mAP")

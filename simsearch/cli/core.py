@@ -7,26 +7,37 @@ import json
 import logging
 import sys
 
-from simsearch.cli import scale
+from simsearch.cli import milvus, scale
 from simsearch.cli.options import add_backend_flag, add_conditioning_flags, add_fingerprint_flag, add_landmarks_flag, conditioning
 from simsearch.errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
 COMMAND_MODULES: list[str] = ["simsearch.cli.serve", "simsearch.cli.robust", "simsearch.cli.classify",
-                               "simsearch.cli.scale", "simsearch.cli.models", "simsearch.cli.finetune"]
+                               "simsearch.cli.scale", "simsearch.cli.models", "simsearch.cli.finetune",
+                               "simsearch.cli.milvus"]
 
 
 def _print_results(results: list[dict], as_json: bool) -> None:
     from simsearch.audio.fingerprint import SAME_RECORDING
 
     if as_json:
-        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s", "cosine", "match", "why") if k in r}
+        print(json.dumps([{k: r[k] for k in ("rank", "score", "path", "label", "offset_s", "at_s", "cosine", "match",
+                                                 "why") if k in r}
                           for r in results], indent=2))
         return
     for r in results:
-        where = f" @{r['offset_s']:.1f}s" if r["offset_s"] else ""
+        at = r.get("at_s", r["offset_s"])
+        where = f" @{at:.1f}s" if at else ""
         same = "  (same recording: landmarks match)" if r.get("match", 0) >= SAME_RECORDING else ""
-        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}{same}")
+        print(f"{r['rank']:>3}  {r['score']:.4f}  {r['label'] or '-':<14}  {r['path']}{where}{same}{_why(r)}")
+
+
+def _why(r: dict) -> str:
+    """What a text hit matched, in a few words: name words, spoken words with their time."""
+    why = r.get("why") or {}
+    said = [f"said {w['word']!r} at {r['offset_s'] + w['start_s']:.1f}s" for w in why.get("spoken", [])]
+    names = [f"name: {' '.join(why['words'])}"] if why.get("words") else []
+    return f"  ({'; '.join(names + said)})" if names or said else ""
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -40,7 +51,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                         device=args.device, batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, backend=args.backend,
                         **conditioning(args), fingerprint=args.fingerprint, landmarks=args.landmarks,
-                        num_workers=args.workers, strict=args.strict,
+                        transcribe=args.transcribe, num_workers=args.workers, strict=args.strict,
                         max_duration_s=args.max_duration, shard_rows=args.shard_rows, progress=not args.quiet,
                         **scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
@@ -57,7 +68,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise SimsearchError(f"-k must be at least 1 (got {args.k})")
-    index = Index.open(args.dir, device=args.device, **scale.open_kwargs(args))
+    index = milvus.open_index(args)
+    if index is None:
+        index = Index.open(args.dir, device=args.device, **scale.open_kwargs(args))
     if args.text_fields and not args.text:
         raise SimsearchError("--text-fields is for --text queries")
     fields = {"fields": args.text_fields} if args.text_fields else {}
@@ -90,6 +103,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"extras     {', '.join(info.get('extras', [])) or '-'}")
     fp = info.get("fingerprint")
     print(f"landmarks  {f'yes {fp}' if fp else 'no (made with --no-fingerprint or before them)'}")
+    print(f"spoken     {info.get('transcribe', 'off')} (--transcribe)")
     print(f"updated    {info.get('updated_at')}  (created {info.get('created_at')})")
     return 0
 
@@ -133,11 +147,13 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         bad = integrity.verify(d, info)
         d.compact()
         n = rebuild(d, index_type=args.index_type, max_memory=args.max_memory, info=info)
-        where = d.faiss_file(d.read_info())
+        committed = d.read_info()
+        where, post = d.faiss_file(committed), committed.get("postings")
     for p, why in bad:
         print(f"set aside shard {p.name} into {p.parent} ({why}); run `simsearch index` on the source again to "
               "re-embed its files", file=sys.stderr)
-    print(f"rebuilt {where} from the shards: {n} rows")
+    print(f"rebuilt {where} from the shards: {n} rows"
+          + (f"; landmark postings: {post['postings']} in {len(post['segments'])} segment(s)" if post else ""))
     return 0
 
 
@@ -167,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_conditioning_flags(s)
     add_fingerprint_flag(s)
     add_landmarks_flag(s)
+    s.add_argument("--transcribe", choices=["auto", "on", "off"],
+                   help="keep the spoken words of windows (Whisper tiny.en) for text search: auto = windows whose "
+                        "AudioSet speech score says they hold speech (the default for encoders with tag scores), "
+                        "on = every window, off = none; recorded in index.json")
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     add_backend_flag(s)
     s.add_argument("--workers", type=int, help="decoding processes (default: cores - 1)")
@@ -183,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--audio", help="query clip")
     q.add_argument("--text", help="text query (CLAP or YAMNet-tag indexes)")
     s.add_argument("--text-fields", help="what --text matches, comma-separated: words (file/folder names, label, "
-                   "metadata), sound (CLAP or AudioSet tags); default words,sound, fused by reciprocal rank")
+                   "metadata), spoken (words said in the clip, indexes made with --transcribe), sound (CLAP or AudioSet "
+                   "tags); default all of them, fused by reciprocal rank")
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--device", default="auto")
     s.add_argument("--json", action="store_true")
     scale.add_search_args(s)
+    milvus.add_search_args(s)
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("info", help="what an index holds")

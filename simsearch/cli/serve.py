@@ -18,6 +18,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-minutes", type=float, default=15.0,
                    help="uploads and result clips older than this are deleted (default 15)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda for the encoders")
+    p.add_argument("--api-only", action="store_true",
+                   help="serve the API without the web page (the same endpoints, less server CPU per REST call)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="requests handled at once (default 16; each runs on its own thread over the shared models)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -32,8 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"loading {len(dirs)} index(es) and their models: {', '.join(map(str, dirs))}", file=sys.stderr)
     limits = Limits(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration,
                     cache_ttl_s=max(60.0, args.cache_minutes * 60))
-    demo = build_app(dirs, limits, device=args.device)
-    launch(demo, host=args.host, port=args.port)
+    demo = build_app(dirs, limits, device=args.device, ui=not args.api_only)
+    launch(demo, host=args.host, port=args.port, concurrency=args.concurrency)
     return 0
 
 

@@ -80,8 +80,17 @@ SPECS: dict[str, EncoderSpec] = {
                     "reference", "Whisper encoder (transformers), masked mean over frames that hold audio"),
         EncoderSpec("beats", "beats:BeatsEncoder", 16000, None, None, None, "file", ("torch", "torchaudio"),
                     "reference", "BEATs (own implementation) from an official .pt checkpoint (--checkpoint FILE)"),
+        EncoderSpec("passt", "passt:PasstEncoder", 32000, None, "tags", None, "file", ("torch", "torchaudio"),
+                    "reference", "PaSST (own implementation, AudioSet, 527 tags) from an official .pt (--checkpoint FILE)"),
         EncoderSpec("clap", "clap:ClapEncoder", 48000, None, "clap", "laion/clap-htsat-unfused", "hub", _HF,
                     "reference", "CLAP audio + text towers (transformers), shared space"),
+        EncoderSpec("pe-audio", "pe_audio:PeAudioEncoder", 48000, None, "clap", "facebook/pe-av-large", "hub", _HF,
+                    "reference", "PE-Audio (Meta Perception Encoder) audio + text towers (transformers), shared space"),
+        EncoderSpec("mert", "mert:MertEncoder", 24000, None, None, "m-a-p/MERT-v1-95M", "hub", _HF, "reference",
+                    "MERT music encoder (HuBERT-style, 24 kHz, 75 frames/s) from its official checkpoint, masked mean"),
+        EncoderSpec("hf-tagger", "hf_tagger:HFTaggerEncoder", 16000, None, "tags",
+                    "MIT/ast-finetuned-audioset-10-10-0.4593", "hub", _HF, "reference",
+                    "any transformers audio classifier, hub id or folder (--checkpoint): pooled state + its labels as tags"),
     ]
 }
 

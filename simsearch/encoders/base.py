@@ -130,3 +130,18 @@ class Encoder:
             "backend": self.backend,
             "precision": self.precision,
         }
+
+
+def torch_setup(name: str, pooling: str, device: str):
+    """The checks every own torch encoder makes first: a known pooling, and a CUDA device only where torch sees one;
+    returns the torch.device."""
+    import torch
+
+    from simsearch.errors import SimsearchError
+
+    if pooling not in POOLINGS:
+        raise SimsearchError(f"{name}: unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SimsearchError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
+    return dev

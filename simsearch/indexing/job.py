@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from simsearch.audio import containers
 from simsearch.encoders import get_encoder, resolve_device
+from simsearch.encoders.tag_text import index_class_names
 from simsearch.errors import IndexFormatError
 from simsearch.indexing.local import _embed_files
 from simsearch.indexing.options import (
@@ -24,6 +26,7 @@ from simsearch.indexing.options import (
 )
 from simsearch.indexing.plan import make_plan
 from simsearch.indexing.sources import collect
+from simsearch.indexing.transcribe import check_mode, has_tag_scores, recorded_mode, transcribe_index
 from simsearch.indexing.writer import ErrorLog, write_relabelled
 from simsearch.store import integrity
 from simsearch.store.folder import FORMAT_VERSION, IndexDir
@@ -31,10 +34,13 @@ from simsearch.store.folder import FORMAT_VERSION, IndexDir
 log = logging.getLogger(__name__)
 
 
-def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = None) -> IndexSummary:
-    """Index `src` into `out`, resuming: unchanged files are skipped, changed ones re-embedded, gone ones removed."""
+def run_index(src, out: str | Path, options: IndexOptions | None = None) -> IndexSummary:
+    """Index `src` into `out`, resuming: unchanged files are skipped, changed ones re-embedded, gone ones removed.
+    `src`: a folder, manifest, tar shard or saved dataset path, or a Hugging Face Dataset / DatasetDict object."""
     options = options or IndexOptions()
     t0 = time.perf_counter()
+    if not isinstance(src, (str, Path)):  # a Hugging Face dataset object: index it where it lies on disk
+        src = containers.saved_dataset(src, Path(out) / "dataset")
     src_path = Path(src)
     d = IndexDir(out)
     summary = IndexSummary()
@@ -73,11 +79,15 @@ def run_index(src: str | Path, out: str | Path, options: IndexOptions | None = N
             # Changed and re-labelled files' old rows are shadowed by newer shards; compaction removes them too.
             d.compact(plan.remove)
             summary.skipped, summary.removed = plan.skipped, len(plan.remove)
+            mode = recorded_mode(info, check_mode(options.transcribe), has_tag_scores(d))
+            names = index_class_names({"encoder": encoder_record(enc, options)})
+            summary.transcribed = transcribe_index(d, mode, options.window_s, options.hop_s, names,
+                                                   resolve_device(options.device), options.progress, errors)
         finally:
             errors.close()
         summary.errors = len(errors.entries)
         summary.error_list = errors.entries
-        kept = {**(info or {}), **({"profile": profile} if profile else {})}  # index.json keeps the profile record
+        kept = {**(info or {}), **({"profile": profile} if profile else {}), "transcribe": mode}  # recorded choices
         summary.rows = rebuild(d, enc_record=encoder_record(enc, options), options=options, source=str(src_path),
                                incremental=True, info=kept)
     summary.seconds = time.perf_counter() - t0
@@ -107,7 +117,7 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     what index.json recorded, else "auto" without a budget.
     """
     from simsearch.audio import landmark_kinds
-    from simsearch.store import planner
+    from simsearch.store import planner, postings
     from simsearch.store.sync import extra_columns, has_landmarks, write_faiss
 
     if info is None:
@@ -150,6 +160,7 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
         shard_fp = (d.shard_settings or _newest_settings(d) or {}).get("fingerprint")
         kind = getattr(options, "landmarks", None) or landmark_kinds.kind_of(shard_fp or recorded)
         new["fingerprint"] = landmark_kinds.describe(kind)
+    new["postings"] = postings.sync(d, info, new.get("fingerprint"), generation, incremental)
     new["encoder"] = enc_record
     new["index_id"] = (d.shard_settings or {}).get("index_id") or info.get("index_id") or uuid.uuid4().hex
     if options is not None:
@@ -159,6 +170,7 @@ def rebuild(d: IndexDir, enc_record: dict | None = None, options: IndexOptions |
     if source is not None:
         new["sources"] = sorted(set(new.get("sources", [])) | {str(Path(source).absolute())})
     d.commit(new, info)
+    postings.remove_unlisted(d, new["postings"])
     return len(ids)
 
 

@@ -50,6 +50,9 @@ class IndexOptions:
     ray_address: str | None = None  # None: start a local Ray
     index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto
     max_memory: str | int | None = None  # FAISS memory budget for auto ("8G"); None: the recorded one, else none
+    # spoken words (simsearch.indexing.transcribe): auto|on|off; None: the index's recorded mode, else auto for
+    # encoders with AudioSet tag scores (the speech gate) and off for the rest
+    transcribe: str | None = None
 
     def encoder_options(self) -> dict:
         """What the encoder is built with, recorded in index.json so queries rebuild the same one."""
@@ -80,12 +83,14 @@ class IndexSummary:
     removed: int = 0
     errors: int = 0
     rows: int = 0
+    transcribed: int = 0  # windows whose spoken words were transcribed in this run
     seconds: float = 0.0
     error_list: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
+        spoken = f", {self.transcribed} windows transcribed" if self.transcribed else ""
         return (f"indexed {self.indexed} files, skipped {self.skipped} unchanged, removed {self.removed}, "
-                f"errors {self.errors}; {self.rows} rows in the index ({self.seconds:.1f} s)")
+                f"errors {self.errors}{spoken}; {self.rows} rows in the index ({self.seconds:.1f} s)")
 
 
 def encoder_record(enc: Encoder, options: IndexOptions) -> dict:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from simsearch.audio import containers
+from simsearch.errors import AudioError
 from simsearch.indexing.sources import Item, NotRegularFile, Unreadable, sha256_regular
 from simsearch.indexing.writer import ErrorLog
 from simsearch.store.folder import IndexDir
@@ -27,6 +29,10 @@ class Plan:
 
 def really_absent(path: str) -> bool:
     """True only when the path is gone for sure; a permission error or a dead mount says nothing about it."""
+    if containers.split_member(path) is not None:
+        return not containers.member_exists(path)
+    if containers.SEP in path and not os.path.lexists(path):  # a member whose container is gone
+        return really_absent(path.rpartition(containers.SEP)[0])
     try:
         os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -34,6 +40,16 @@ def really_absent(path: str) -> bool:
     except OSError:
         return False
     return False
+
+
+def content_sha256(path: str) -> str:
+    """sha256 of a file's bytes, or of a clip's bytes inside a container (an unreadable member is an OSError)."""
+    if containers.split_member(path) is None:
+        return sha256_regular(path)
+    try:
+        return containers.member_sha256(path)
+    except AudioError as e:
+        raise OSError(str(e)) from None
 
 
 def _under(path: str, folders: list[str]) -> bool:
@@ -70,7 +86,7 @@ def make_plan(d: IndexDir, items: list[Item], unreadable: list[Unreadable], src:
     _report(unreadable, done, errors)
     for item in tqdm(items, desc="hashing", unit="file", disable=not progress):
         try:
-            sha = sha256_regular(item.path)
+            sha = content_sha256(item.path)
         except NotRegularFile as e:
             errors.add(item.path, str(e) + ("; kept its rows from the last run" if item.path in done else ""))
             continue
@@ -93,8 +109,9 @@ def make_plan(d: IndexDir, items: list[Item], unreadable: list[Unreadable], src:
             plan.changed.add(item.path)
         plan.shas[item.path] = sha
         plan.todo.append(item)
-    if src.is_dir():
-        roots = {str(src.resolve()) + "/", str(src.absolute()) + "/"}
+    if src.is_dir() or containers.is_tar(src):  # what the folder, shard or dataset no longer holds goes
+        end = containers.SEP if containers.is_dataset(src) or containers.is_tar(src) else "/"
+        roots = {str(src.resolve()) + end, str(src.absolute()) + end}
         seen = {i.path for i in items} | {u.path for u in unreadable}
         plan.remove |= {p for p in done if any(p.startswith(r) for r in roots) and p not in seen
                         and not _under(p, dead_folders) and really_absent(p)}

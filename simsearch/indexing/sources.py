@@ -9,11 +9,13 @@ import math
 import os
 import re
 import stat
+import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from simsearch.audio import containers
 from simsearch.audio.decode import AUDIO_EXTENSIONS
-from simsearch.errors import SimsearchError
+from simsearch.errors import AudioError, SimsearchError
 
 log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -93,7 +95,7 @@ def walk_folder(root: Path, label_regex: str | None = None) -> tuple[list[Item],
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames) + [d for d in dirnames if d.lower().endswith(AUDIO_EXTENSIONS)]:
-            if not name.lower().endswith(AUDIO_EXTENSIONS):
+            if not name.lower().endswith(AUDIO_EXTENSIONS + containers.TAR_SUFFIXES):
                 continue
             full = Path(dirpath) / name
             rel_parent = Path(dirpath).relative_to(root)
@@ -212,13 +214,46 @@ def read_manifest(path: Path, label_regex: str | None = None) -> tuple[list[Item
     return items, bad
 
 
+def container_items(src: Path, label_regex: str | None = None) -> tuple[list[Item], list[Unreadable]]:
+    """Items of a tar shard or a saved Hugging Face dataset, one per clip inside, read in place (audio.containers)."""
+    pattern = re.compile(label_regex) if label_regex else None
+    try:
+        found = (containers.tar_members(src, AUDIO_EXTENSIONS) if containers.is_tar(src)
+                 else containers.dataset_members(src))
+        items = []
+        for path, label, meta in found:
+            if pattern is not None:
+                label = _label_from_regex(PurePosixPath(path.rpartition(containers.SEP)[2]).name, pattern)
+            items.append(Item(path, label, meta))
+        return items, []
+    except (OSError, tarfile.TarError, ValueError, AudioError) as e:
+        return [], [Unreadable(str(src), f"cannot read the container ({e})")]
+
+
+def with_shards(items: list[Item], bad: list[Unreadable], label_regex: str | None) -> tuple[list[Item], list[Unreadable]]:
+    """A folder's tar shards (WebDataset) opened into their clips, beside the folder's loose audio files."""
+    out = []
+    for item in items:
+        if containers.is_tar(Path(item.path)):
+            inner, why = container_items(Path(item.path), label_regex)
+            out += inner
+            bad += why
+        else:
+            out.append(item)
+    return out, bad
+
+
 def collect(src: str | Path, label_regex: str | None = None) -> tuple[list[Item], list[Unreadable]]:
-    """Items from a folder or a manifest file, and the paths that cannot be indexed (with why)."""
+    """Items from a folder (its tar shards opened), a manifest file, a tar shard or a saved Hugging Face dataset,
+    and the paths that cannot be indexed (with why)."""
     src = Path(src)
+    if containers.is_dataset(src) or containers.is_tar(src):
+        return container_items(src, label_regex)
     if src.is_dir():
-        return walk_folder(src, label_regex)
+        return with_shards(*walk_folder(src, label_regex), label_regex)
     if src.is_file() and src.suffix.lower() in MANIFEST_SUFFIXES:
         return read_manifest(src, label_regex)
     if not src.exists():
         raise SimsearchError(f"{src}: no such folder or manifest")
-    raise SimsearchError(f"{src}: expected a folder of audio or a .csv/.parquet manifest with a 'path' column")
+    raise SimsearchError(f"{src}: expected a folder of audio, a .csv/.parquet manifest with a 'path' column, a .tar "
+                         "shard, or a Hugging Face dataset saved with save_to_disk")

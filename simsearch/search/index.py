@@ -19,6 +19,7 @@ from simsearch.search import filters
 from simsearch.search.landmarks import load_landmark_table, search_with_landmarks
 from simsearch.store import faiss_ops
 from simsearch.store.folder import META_COLUMNS, IndexDir
+from simsearch.store.postings import Postings
 from simsearch.vectors import normalize, pooled
 
 if TYPE_CHECKING:
@@ -30,6 +31,28 @@ log = logging.getLogger(__name__)
 EXACT_FILTER_ROWS = 20_000  # filters passing fewer rows than this are answered by exact scoring of those rows
 QUERY_MAX_S = 600.0  # a longer query is embedded from its first 10 minutes (decode logs a warning)
 QUERY_BATCH = 8  # windows per encoder call, so a long query never goes through the model as one giant batch
+# The fields ranking and results need, read when the index opens; the rest (sha256, sample rate, manifest metadata)
+# only when a filter, a text query or a caller asks for Index.rows.
+CORE_COLUMNS = ["id", "path", "offset_s", "duration_s", "label"]
+
+
+def recorded_encoder(info: dict, device: str) -> Encoder:
+    """The encoder index.json records, so queries land in the same space as the rows (on this machine's fastest
+    backend where the rows' vectors agree across backends)."""
+    e = info["encoder"]
+    options = {**e.get("options", {}), "backend": query_backends(e["name"], e.get("options", {}).get("backend"))}
+    return get_encoder(e["name"], e.get("checkpoint"), device, **options)
+
+
+def embed_query(enc: Encoder, info: dict, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """A decoded query as the index sees it: windows as in the index, (normalised mean of their embeddings [D],
+    mean side outputs, the window embeddings [T, D]); never one giant batch through the model."""
+    windows = split_windows(x, enc.sample_rate, info.get("window_s") or 10.0, info.get("hop_s"))
+    parts = [enc.embed_batch([w.samples for w in windows[i:i + QUERY_BATCH]])
+             for i in range(0, len(windows), QUERY_BATCH)]
+    out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    extras = {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
+    return pooled(out["embedding"])[0], extras, np.asarray(out["embedding"], np.float32)
 
 
 class Index:
@@ -59,10 +82,12 @@ class Index:
             info = self.dir.read_info()
             faiss_file = self.dir.faiss_file(info)
             try:
-                rows = self.dir.live_rows(META_COLUMNS, info.get("shards")).to_pandas()
+                rows = self.dir.live_rows(CORE_COLUMNS, info.get("shards")).to_pandas()
                 if not faiss_file.exists():
                     raise FileNotFoundError(faiss_file)
-                index = faiss_ops.load(faiss_file)
+                index = faiss_ops.load(faiss_file, mmap=True)
+                # Mapped now, with the state they belong to: a writer deleting them later leaves our maps readable.
+                postings = Postings(self.dir, info["postings"]) if info.get("postings") else None
             except FileNotFoundError as e:
                 if self.dir.read_info().get("generation") != info.get("generation"):
                     continue  # a writer committed and deleted the files we were reading: read the new state
@@ -81,9 +106,10 @@ class Index:
                 break
         else:
             raise IndexFormatError(f"{root}: the index kept changing while loading; try again")
-        self.info, self.faiss, self.rows = info, index, rows.set_index("id", drop=False)
+        self.info, self.faiss, self.core_rows = info, index, rows.set_index("id", drop=False)
+        self.postings = postings
         name = faiss_file.name
-        if not self.rows.index.is_unique:
+        if not self.core_rows.index.is_unique:
             raise IndexFormatError(f"{root}: the shards hold rows with the same id (a shard copied in from another "
                                    f"index?); run `simsearch rebuild {root}` to set aside the foreign ones")
         if index.ntotal != len(rows) or not np.array_equal(np.sort(faiss_ops.ids(index)), np.sort(rows["id"])):
@@ -100,15 +126,13 @@ class Index:
         return cls(root, device, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.core_rows)
 
     @property
     def encoder(self) -> Encoder:
         """The encoder recorded in index.json, so queries land in the same space as the rows."""
         if self._encoder is None:
-            e = self.info["encoder"]
-            options = {**e.get("options", {}), "backend": query_backends(e["name"], e.get("options", {}).get("backend"))}
-            self._encoder = get_encoder(e["name"], e.get("checkpoint"), self.device, **options)
+            self._encoder = recorded_encoder(self.info, self.device)
         return self._encoder
 
     @cached_property
@@ -118,14 +142,14 @@ class Index:
         if not names:
             return {}
         t = self.dir.live_rows(["id", *names], self.info.get("shards"))
-        order = pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)
+        order = pd.Index(t.column("id").to_numpy()).get_indexer(self.core_rows.index)
         return {n: np.asarray(t.column(n).combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)[order]
                 for n in names}
 
     def embeddings(self) -> np.ndarray:
         """All stored embeddings [N, dim], L2-normalised, in self.rows order."""
         t = self.dir.live_rows(["id", "embedding"], self.info.get("shards"))
-        order = pd.Index(t.column("id").to_numpy()).get_indexer(self.rows.index)
+        order = pd.Index(t.column("id").to_numpy()).get_indexer(self.core_rows.index)
         x = np.asarray(t.column("embedding").combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)
         return normalize(x[order])
 
@@ -135,16 +159,14 @@ class Index:
 
     def embed_clip(self, audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A query clip as the index sees it: (normalised mean of window embeddings [D], mean side outputs)."""
+        return self.embed_clip_windows(audio)[:2]
+
+    def embed_clip_windows(self, audio: Any) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """embed_clip, plus the clip's window embeddings [T, D] (what an attention-pooling probe reads)."""
         return self._embed_samples(decode(audio, self.encoder.sample_rate, max_seconds=QUERY_MAX_S))
 
-    def _embed_samples(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        enc = self.encoder
-        windows = split_windows(x, enc.sample_rate, self.info.get("window_s") or 10.0, self.info.get("hop_s"))
-        parts = [enc.embed_batch([w.samples for w in windows[i:i + QUERY_BATCH]])
-                 for i in range(0, len(windows), QUERY_BATCH)]
-        out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-        vec = pooled(out["embedding"])[0]
-        return vec, {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
+    def _embed_samples(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        return embed_query(self.encoder, self.info, x)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, filter: dict | None = None,
                       group_by_file: bool = False) -> list[dict]:
@@ -157,7 +179,7 @@ class Index:
         if q.shape[1] != self.info["dim"]:
             raise SimsearchError(f"query vector is {q.shape[1]}-d; this index holds {self.info['dim']}-d vectors")
         keep = self.filter_mask(filter) if filter else None
-        allowed = None if keep is None or keep.all() else self.rows["id"].to_numpy()[keep]
+        allowed = None if keep is None or keep.all() else self.core_rows["id"].to_numpy()[keep]
         ids, scores = self._nearest(q, max(1, int(k)), allowed, group_by_file, keep)
         return self.records(ids, scores)
 
@@ -195,11 +217,43 @@ class Index:
         return search_text_fields(self, text, k, filter, group_by_file, fields)
 
     @cached_property
+    def rows(self) -> pd.DataFrame:
+        """Every stored field of every row (META_COLUMNS, indexed by id, in core_rows order), read on first use."""
+        t = self.dir.live_rows(META_COLUMNS, self.info.get("shards")).to_pandas().set_index("id", drop=False)
+        if not t.index.equals(self.core_rows.index):
+            raise IndexFormatError(f"{self.dir.root}: the shards changed while reading; open the index again")
+        return t
+
+    @cached_property
     def words(self) -> "WordIndex":
         """BM25 over each row's file/folder/label/metadata words, built on first text query from self.rows."""
-        from simsearch.search.words import WordIndex
+        from simsearch.search.words import WordIndex, name_docs
 
-        return WordIndex(self.rows)
+        return WordIndex(name_docs(self.rows))
+
+    @cached_property
+    def tag_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each stored tag's mean and spread over the index's rows: text search and zero-shot calibrate to them."""
+        from simsearch.encoders.tag_text import tag_stats
+
+        return tag_stats(self.extras["tag_scores"])
+
+    @cached_property
+    def transcripts(self) -> pd.DataFrame | None:
+        """What was said in each row (text, words with times and probabilities; self.rows order), or None for an
+        index that keeps no spoken words."""
+        from simsearch.store import transcripts
+
+        if self.info.get("transcribe", "off") == "off" and not (self.dir.root / transcripts.DIR).is_dir():
+            return None
+        return transcripts.for_rows(self.dir, self.rows)
+
+    @cached_property
+    def spoken(self) -> "WordIndex | None":
+        """BM25 over the words said in each row, counted by Whisper's confidence; None without transcripts."""
+        from simsearch.search.words import WordIndex, spoken_docs
+
+        return None if self.transcripts is None else WordIndex(spoken_docs(self.transcripts["words"]))
 
     @cached_property
     def landmark_table(self) -> "LandmarkTable | None":
@@ -207,7 +261,10 @@ class Index:
         return load_landmark_table(self)
 
     def filter_mask(self, filter: dict) -> np.ndarray:
-        """Which rows (in self.rows order) pass a filter dict (see search)."""
+        """Which rows (in self.rows order) pass a filter dict (see search); only a filter on other fields than
+        label, path and duration reads the rest of the rows' fields."""
+        if set(filter) <= {"label", "path", *filters.SPECIAL}:
+            return filters.mask(self.core_rows, filter, None, self._file_durations)
         return filters.mask(self.rows, filter, self._metadata, self._file_durations)
 
     @cached_property
@@ -216,11 +273,11 @@ class Index:
 
     @cached_property
     def _file_durations(self) -> np.ndarray:
-        return filters.file_durations(self.rows)
+        return filters.file_durations(self.core_rows)
 
     def best_per_file(self, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keep the first (best) hit of each file; input is sorted by score."""
-        paths = self.rows["path"].reindex(ids).to_numpy()
+        paths = self.core_rows["path"].reindex(ids).to_numpy()
         _, first = np.unique(paths, return_index=True)
         first = np.sort(first)
         return ids[first], scores[first]
@@ -228,11 +285,11 @@ class Index:
     def _nearest(self, q: np.ndarray, k: int, allowed: np.ndarray | None, group_by_file: bool,
                  keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Ids and scores of the k best rows (or files), over-fetching until enough pass, exact as a last resort."""
-        n_pass = len(self.rows) if allowed is None else len(allowed)
+        n_pass = len(self.core_rows) if allowed is None else len(allowed)
         if n_pass == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if group_by_file:
-            paths = self.rows["path"] if keep is None else self.rows["path"][keep]
+            paths = self.core_rows["path"] if keep is None else self.core_rows["path"][keep]
             want = min(k, paths.nunique())
         else:
             want = min(k, n_pass)
@@ -266,29 +323,77 @@ class Index:
 
     def _exact(self, q: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the n best among `allowed` (None: all rows) by brute force over their vectors."""
-        ids = self.rows["id"].to_numpy() if allowed is None else np.asarray(allowed, np.int64)
+        ids = self.core_rows["id"].to_numpy() if allowed is None else np.asarray(allowed, np.int64)
         s = self.vectors_for(ids) @ q[0]
         top = np.argpartition(-s, min(n, len(s)) - 1)[:n] if n < len(s) else np.arange(len(s))
         top = top[np.argsort(-s[top], kind="stable")]
         return s[top], ids[top]
 
-    def vectors_for(self, ids: np.ndarray) -> np.ndarray:
-        """Normalised vectors of the given row ids: from FAISS where it keeps them, else from the shards."""
+    def vectors_for(self, ids: np.ndarray, approximate: bool = False) -> np.ndarray:
+        """Normalised vectors of the given row ids: from FAISS where it keeps them, else from the shards;
+        `approximate` also takes FAISS's SQ8 re-ranking codes (cosines within about 0.001, without holding every
+        vector in memory)."""
         x = faiss_ops.reconstruct(self.faiss, ids)
-        return x if x is not None else self._stored_vectors[self.rows.index.get_indexer(ids)]
+        if x is None and approximate and self.info.get("faiss", {}).get("params", {}).get("refine") == "sq8":
+            x = normalize(self.faiss.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64)))
+        if x is None and not self._vectors_fit:
+            x = self._shard_vectors(np.asarray(ids, np.int64))
+        return x if x is not None else self._stored_vectors[self.core_rows.index.get_indexer(ids)]
 
     @cached_property
     def _stored_vectors(self) -> np.ndarray:
         """All embeddings from the shards (for index types that cannot give vectors back), loaded once."""
         return self.embeddings()
 
+    @cached_property
+    def _vectors_fit(self) -> bool:
+        """Whether every vector fits in memory beside the FAISS index, within the index's --max-memory (if any)."""
+        record = self.info.get("faiss", {})
+        budget = record.get("max_memory")
+        need = len(self.core_rows) * int(self.info["dim"]) * 4 + int(record.get("memory_bytes") or 0)
+        return budget is None or need <= int(budget)
+
+    @cached_property
+    def _shard_id_ranges(self) -> list[tuple[Path, int, int]]:
+        """(shard, smallest id, largest id) of the committed shards, from their footers."""
+        import pyarrow.parquet as pq
+
+        out = []
+        for p in self.dir.shard_paths(self.info.get("shards")):
+            meta = pq.ParquetFile(p).metadata
+            j = [meta.schema.column(c).name for c in range(meta.num_columns)].index("id")
+            stats = [meta.row_group(g).column(j).statistics for g in range(meta.num_row_groups)]
+            if stats and all(st is not None and st.has_min_max for st in stats):
+                out.append((p, min(st.min for st in stats), max(st.max for st in stats)))
+            else:
+                out.append((p, -2**63, 2**63 - 1))
+        return out
+
+    def _shard_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Normalised vectors of these ids read from the shards that can hold them (nothing else stays in memory)."""
+        found: dict[int, np.ndarray] = {}
+        for p, lo, hi in self._shard_id_ranges:
+            if not ((ids >= lo) & (ids <= hi)).any():
+                continue
+            t = self.dir.read_shard(p, ["id", "embedding"])
+            hit = np.isin(t.column("id").to_numpy(), ids)
+            if hit.any():
+                t = t.filter(pa.array(hit))
+                x = np.asarray(t.column("embedding").combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)
+                found.update(zip(t.column("id").to_pylist(), x))
+        return normalize(np.stack([found[int(i)] for i in ids])) if len(ids) else np.zeros((0, self.info["dim"]), np.float32)
+
     def records(self, ids: np.ndarray, scores: np.ndarray) -> list[dict]:
         """Result rows in the documented JSON shape: rank, score, path, label, offset_s (+ duration_s, id)."""
-        out = []
-        for rank, (i, s) in enumerate(((i, s) for i, s in zip(ids, scores) if i >= 0), start=1):
-            row = self.rows.loc[int(i)]
-            out.append({"rank": rank, "score": round(float(s), 6), "path": row["path"],
-                        "label": None if pd.isna(row["label"]) else row["label"],
-                        "offset_s": float(row["offset_s"]), "duration_s": float(row["duration_s"]), "id": int(i)})
-        return out
+        ids, scores = np.asarray(ids, np.int64), np.asarray(scores)
+        keep = ids >= 0
+        ids, scores = ids[keep], scores[keep]
+        pos = self.core_rows.index.get_indexer(ids)  # one look-up for all hits
+        if (pos < 0).any():
+            raise KeyError(f"row ids not in this index: {ids[pos < 0][:5].tolist()}")
+        rows = self.core_rows.iloc[pos]
+        return [{"rank": rank, "score": round(float(s), 6), "path": path, "label": None if pd.isna(label) else label,
+                 "offset_s": float(o), "duration_s": float(d), "id": int(i)}
+                for rank, (i, s, path, label, o, d) in enumerate(zip(ids, scores, rows["path"], rows["label"],
+                                                                     rows["offset_s"], rows["duration_s"]), start=1)]
 

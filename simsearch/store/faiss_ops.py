@@ -154,11 +154,14 @@ def save(index: faiss.Index, path: Path) -> None:
     atomic_write_bytes(path, lambda f: f.write(data.tobytes()))
 
 
-def load(path: Path) -> faiss.Index:
-    """Read an index file, turning FAISS's C++ errors into a message with the fix."""
+def load(path: Path, mmap: bool = False) -> faiss.Index:
+    """Read an index file, turning FAISS's C++ errors into a message with the fix; `mmap` (read-only use: search)
+    maps the stored vectors and codes from the file instead of copying them into memory."""
     if not Path(path).exists():
         raise IndexFormatError(f"{path}: missing; run `simsearch rebuild {Path(path).parent}` to rebuild it from the shards")
     try:
+        if mmap:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
         return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else "unreadable"
