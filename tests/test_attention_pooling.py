@@ -97,3 +97,23 @@ def test_multi_label_attention_probe_gives_one_sigmoid_per_label():
     assert probe.multi_label and probe.classes == ["down", "event", "up"]
     s = probe.scores_windows(bags[0])
     assert s.shape == (3,) and np.all((s > 0) & (s < 1))
+
+
+def test_eval_reports_the_attention_rung_beside_the_mean(tmp_path):
+    """`simsearch eval --attention`: the same encoder's probe over each file's windows by trained attention, on the
+    same splits, as a row of the report with a note comparing it with the mean."""
+    root = tmp_path / "src"
+    for i in range(8):
+        for label, freq in (("low", 300.0), ("high", 3000.0)):
+            x = noise(6.0, seed=10 * i + len(label), amp=0.1)
+            at = 16000 * (i % 5)
+            x[at:at + 16000] += tone(freq + 20 * i, 1.0, seed=i)
+            write(root / label / f"{label}{i}.wav", x)
+    out = tmp_path / "eval"
+    assert main(["eval", str(root), "--encoders", "spectral", "--window", "1", "--hop", "1", "--folds", "2",
+                 "--attention", "--out", str(out), "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())["encoders"]
+    attn, mean = report["spectral (attention pooling)"], report["spectral"]
+    assert attn["rung"] == "attention" and attn["n_test"] == mean["n_test"] == 16
+    assert attn["probe_accuracy"] >= 0.75
+    assert "Attention pooling of spectral's windows" in (out / "report.md").read_text()

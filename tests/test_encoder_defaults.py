@@ -118,7 +118,8 @@ def test_offline_availability_is_honest():
         assert not offline_available(gone)  # its runtime is part of the answer, not only its weights package
     assert "ctranslate2" in SPECS["whisper-tiny-offline"].needs and "onnxruntime" in SPECS["yamnet"].needs
     assert not offline_available(dataclasses.replace(SPECS["clap"], default_checkpoint="nobody/not-cached-here"))
-    assert [n for n, s in SPECS.items() if s.text] == ["yamnet", "yamnet-torch", "passt", "clap", "pe-audio", "hf-tagger"]
+    assert [n for n, s in SPECS.items() if s.text] == ["yamnet", "yamnet-torch", "passt", "htsat", "clap", "pe-audio",
+                                                       "hf-tagger"]
     assert SPECS["whisper-tiny-offline"].target.startswith("whisper_ct2:")
     assert SPECS["aisfx"].target.startswith("aisfx:")
     # each of the two package-shipped models lives in its own file: aisfx.py needs nothing from whisper_ct2.py

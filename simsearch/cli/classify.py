@@ -60,7 +60,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                     epochs=args.finetune_epochs, lr=args.finetune_lr, freeze=args.finetune_freeze,
                                     batch_size=args.finetune_batch_size, seed=args.seed, device=args.device,
                                     progress=not args.quiet)
-    results, info = run_eval(args.src, args.encoders.split(","), out, options, plan, k=args.k, finetune=finetune)
+    results, info = run_eval(args.src, args.encoders.split(","), out, options, plan, k=args.k, finetune=finetune,
+                             attention=args.attention)
     paths = write_report(results, info, out)
     if args.json:
         print(json.dumps(summary_json(results, info), indent=2, default=str))
@@ -118,6 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--attention", action="store_true",
+                   help="also report each encoder with the probe pooling a file's windows by trained attention "
+                        "(for long files whose label is one short event; use short --window)")
     s.add_argument("--finetune", metavar="ENC",
                    help="add the fine-tuned rung: fine-tune ENC + a head on each fold's training files (never its "
                         "test files) and report it beside the frozen encoders (ENC is evaluated frozen too)")

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from simsearch.classify.knn import KNN_K, file_vectors, knn_scores
-from simsearch.classify.probe import fit_probe
+from simsearch.classify.probe import fit_attention_probe, fit_probe
 from simsearch.errors import SimsearchError
 from simsearch.indexing.options import IndexOptions
+from simsearch.vectors import normalize
 
 if TYPE_CHECKING:
     from simsearch.classify.finetune import FinetuneSettings
@@ -195,6 +197,33 @@ def evaluate_set(name: str, data: LabelledSet, splits: list[Split], k: int = KNN
     return result
 
 
+def window_bags(paths: Sequence[str], embeddings: np.ndarray, files: Sequence[str]) -> list[np.ndarray]:
+    """Each file's normalised window embeddings [T_i, D], in `files` order: what an attention probe reads."""
+    codes, uniques = pd.factorize(pd.Series(list(paths)))
+    x = normalize(np.asarray(embeddings, np.float32))
+    at = {p: j for j, p in enumerate(uniques)}
+    return [x[codes == at[f]] for f in files]
+
+
+def evaluate_attention(name: str, data: LabelledSet, bags: list[np.ndarray], splits: list[Split], k: int = KNN_K,
+                       seed: int = 0) -> EncoderResult:
+    """The attention-pooling rung: on the same files and splits, the probe is gated attention over each file's
+    windows trained with the linear layer (simsearch probe --pooling attention); kNN and retrieval stay the mean's."""
+    classes = sorted(set(data.labels))
+    y_true, knn_pred, probe_pred = [], [], []
+    for sp in splits:
+        probe = fit_attention_probe([bags[i] for i in sp.train], list(data.labels[sp.train]), seed=seed)
+        scores = [probe.scores_windows(bags[i]) for i in sp.test]
+        probe_pred.append(np.array([probe.classes[int(np.argmax(v))] for v in scores], dtype=object))
+        knn_pred.append(knn_predict(data.x[sp.test], data.x[sp.train], data.labels[sp.train], k))
+        y_true.append(data.labels[sp.test])
+    retrieval = query_retrieval(data.x, data.labels, np.arange(len(data.x)))
+    result = _result(f"{name} (attention pooling)", classes, y_true, knn_pred, probe_pred, retrieval,
+                     data.x.shape[1], k)
+    result.metrics.update(probe_C=[], rung="attention", base_encoder=name)
+    return result
+
+
 def knn_predict(xte: np.ndarray, xtr: np.ndarray, ytr: np.ndarray, k: int) -> np.ndarray:
     """The label with the most kNN weight for each test vector."""
     kc, ks = knn_scores(xte, xtr, [[v] for v in ytr], k)
@@ -308,10 +337,12 @@ def _positions(have: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, options: IndexOptions | None = None,
              plan: SplitPlan = SplitPlan(), k: int = KNN_K,
-             finetune: "FinetuneSettings | None" = None) -> tuple[dict[str, EncoderResult], dict]:
+             finetune: "FinetuneSettings | None" = None,
+             attention: bool = False) -> tuple[dict[str, EncoderResult], dict]:
     """Embed src with each encoder (indexed as `options` say, cached under out/cache/ENCODER) and evaluate each on the
     same splits; with `finetune`, add the fine-tuned rung of that encoder (evaluated frozen too) on the same splits
-    (out/finetune/ENCODER). Returns (results, run info)."""
+    (out/finetune/ENCODER); with `attention`, each encoder's attention-pooling probe beside its mean one. Returns
+    (results, run info)."""
     from simsearch.indexing.sources import collect
 
     options = options or IndexOptions()
@@ -336,6 +367,9 @@ def run_eval(src: str | Path, encoders: Sequence[str], out: str | Path, options:
         info.setdefault("unlabelled_files", data.unlabelled)
         log.info("%s: %d files, %s", name, len(data.labels), how)
         results[name] = evaluate_set(name, data, splits, k, plan.seed)
+        if attention:  # the same encoder's windows pooled by trained attention instead of the mean
+            rung = evaluate_attention(name, data, window_bags(paths, emb, data.paths), splits, k, plan.seed)
+            results[rung.name] = rung
         if finetune is not None and name == finetune.encoder:
             rung = evaluate_finetune(src, data, splits, out / "finetune" / name, finetune, options, k)
             results[rung.name] = rung

@@ -48,6 +48,13 @@ def decision_note(results: dict[str, EncoderResult], baseline: str = BASELINE) -
                                                            else guess))
     for r in rungs:
         notes += _rung_notes(r, frozen[r.metrics["base_encoder"]])
+    for r in results.values():
+        if r.metrics.get("rung") == "attention" and r.metrics["base_encoder"] in results:
+            m, f = r.metrics, results[r.metrics["base_encoder"]].metrics
+            notes.append(f"Attention pooling of {m['base_encoder']}'s windows: probe accuracy {m['probe_accuracy']:.3f} "
+                         f"against {f['probe_accuracy']:.3f} for the mean of the windows, on the same splits "
+                         f"({'better' if m['probe_accuracy'] > f['probe_accuracy'] else 'no better'}; it pays off "
+                         "where a file's label is one short event among many windows).")
     return notes
 
 

@@ -179,8 +179,16 @@ class IndexDir:
 
     def live_rows(self, columns: list[str] | None = None, shards: list[str] | None = None) -> pa.Table:
         """All rows of the given (default: all) shards; a path in several shards keeps its newest shard's rows."""
+        tables = list(self.iter_live(columns, shards))
+        if not tables:
+            return pa.table({c: [] for c in (columns or META_COLUMNS)})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def iter_live(self, columns: list[str] | None = None, shards: list[str] | None = None) -> Iterator[pa.Table]:
+        """live_rows one shard at a time (the same rows, in the same order), so a pass over a collection larger
+        than memory holds one shard."""
         paths = self.shard_paths(shards)
-        owner, tables = self._owners(paths), []
+        owner = self._owners(paths)
         for i, p in enumerate(paths):
             want = columns if columns is None or "path" in columns else columns + ["path"]
             # Shards written before (or without) fingerprints have no landmarks column: their rows read as empty.
@@ -190,10 +198,7 @@ class IndexDir:
                 t = t.append_column(LANDMARKS, pa.nulls(t.num_rows, pa.binary()))
             keep = np.fromiter((owner[x] == i for x in t.column("path").to_pylist()), bool, t.num_rows)
             t = t.filter(pa.array(keep)) if not keep.all() else t
-            tables.append(t.select(columns) if columns else t)
-        if not tables:
-            return pa.table({c: [] for c in (columns or META_COLUMNS)})
-        return pa.concat_tables(tables, promote_options="default")
+            yield t.select(columns) if columns else t
 
     def compact(self, drop: set[str] = frozenset()) -> int:
         """Remove rows of `drop` and rows shadowed by newer shards; returns rows removed.

@@ -130,35 +130,54 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(t)) / len(t) for f, t in zip(found, truth)]))
 
 
-def calibration_queries(vectors: np.ndarray, queries: int, seed: int = 0) -> np.ndarray:
+class Rows:
+    """The L2-normalised rows an index holds, for training and tuning: in memory here; the shards, read one at a
+    time, in simsearch.store.sync.ShardRows (same answers)."""
+
+    def __init__(self, vectors: np.ndarray, ids: np.ndarray):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.ids = np.asarray(ids, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at these positions (in live-row order)."""
+        return self.vectors[positions]
+
+    def knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product neighbours: (similarities [Q, k], row ids [Q, k])."""
+        sims, pos = faiss.knn(q, self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return sims, self.ids[pos]
+
+
+def calibration_queries(rows: Rows, queries: int, seed: int = 0) -> np.ndarray:
     """Stand-ins for new clips: stored rows moved, in a random direction, as far as their nearest other row.
 
     A stored row itself is too easy a query for a graph index (it is a node); a row nudged off by the typical
     neighbour distance tracks the recall of fresh queries closely (slightly below it).
     """
     rng = np.random.default_rng(seed)
-    q = np.ascontiguousarray(vectors[rng.choice(len(vectors), min(queries, len(vectors)), replace=False)])
-    sims, _ = faiss.knn(q, vectors, 2, metric=faiss.METRIC_INNER_PRODUCT)
+    q = np.ascontiguousarray(rows.take(rng.choice(len(rows), min(queries, len(rows)), replace=False)))
+    sims, _ = rows.knn(q, 2)
     dist = np.sqrt(np.maximum(2.0 - 2.0 * sims[:, 1], 0.0)).astype(np.float32)
     step = rng.standard_normal(q.shape).astype(np.float32)
     step /= np.linalg.norm(step, axis=1, keepdims=True)
     return normalize(q + step * dist[:, None])
 
 
-def tune(index: faiss.Index, kind: str, params: dict, vectors: np.ndarray, ids: np.ndarray,
+def tune(index: faiss.Index, kind: str, params: dict, rows: Rows,
          target: float = TARGET_RECALL, queries: int = 500) -> tuple[dict, float | None]:
     """Cheapest knobs whose recall@10 against exact search reaches `target` (+ a margin) on calibration queries.
 
-    `vectors` are the L2-normalised rows the index holds, in `ids` order; the queries are drawn from them
-    (see calibration_queries). Returns (knobs, recall); when no setting reaches the target, the best one found.
+    `rows` are the L2-normalised rows the index holds; the queries are drawn from them (see calibration_queries).
+    Returns (knobs, recall); when no setting reaches the target, the best one found.
     """
     k = TUNE_K
-    if kind == "flat" or len(ids) <= k + 1:
+    if kind == "flat" or len(rows) <= k + 1:
         return {}, None
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    q = calibration_queries(vectors, queries, seed=0)
-    _, pos = faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = ids[pos]
+    q = calibration_queries(rows, queries, seed=0)
+    _, truth = rows.knn(q, k)
     goal = min(target + TUNE_MARGIN, 1.0)
 
     def recall_at(knobs: dict) -> float:

@@ -13,6 +13,7 @@ from simsearch.store.folder import LANDMARKS, META_COLUMNS, IndexDir, write_step
 from simsearch.vectors import normalize
 
 log = logging.getLogger(__name__)
+STREAM_BYTES = 1 << 30  # an IVF-PQ build over more vectors than this reads them shard by shard, never all at once
 
 
 def read_vectors(d: IndexDir, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +43,62 @@ def _matrix(t) -> np.ndarray:
     if not t.num_rows:
         return np.zeros((0, 0), np.float32)
     return np.asarray(t.column("embedding").combine_chunks().flatten(), np.float32).reshape(t.num_rows, -1)
+
+
+class ShardRows(planner.Rows):
+    """planner.Rows read from the shards one at a time: what IVF-PQ trains and tunes on when the vectors do not
+    fit in memory together (the same rows, positions and answers as the in-memory Rows)."""
+
+    def __init__(self, d: IndexDir, n: int):
+        self.d, self.n = d, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def shards(self):
+        """(first position, normalised vectors, ids) of each shard's live rows, in live-row order."""
+        start = 0
+        for t in self.d.iter_live(["id", "embedding"]):
+            if t.num_rows:
+                yield start, normalize(_matrix(t)), np.asarray(t.column("id").to_numpy(), np.int64)
+                start += t.num_rows
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions)
+        out: np.ndarray | None = None
+        for start, x, _ in self.shards():
+            hit = (positions >= start) & (positions < start + len(x))
+            if hit.any():
+                out = np.zeros((len(positions), x.shape[1]), np.float32) if out is None else out
+                out[hit] = x[positions[hit] - start]
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        best_s = np.full((len(q), k), -np.inf, np.float32)
+        best_i = np.full((len(q), k), -1, np.int64)
+        for _, x, ids in self.shards():
+            sims, pos = faiss.knn(q, x, min(k, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
+            all_s = np.concatenate([best_s, sims], axis=1)
+            all_i = np.concatenate([best_i, ids[pos]], axis=1)
+            top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+        return best_s, best_i
+
+
+def _build_from_shards(d: IndexDir, kind: str, params: dict, n: int, dim: int):
+    """A trained index built shard by shard: trained on the same row sample as the in-memory build, then every
+    live row added one shard at a time. Returns (index, ShardRows for tuning)."""
+    rows = ShardRows(d, n)
+    train = rows.take(planner.train_sample(n, params))
+    if train.shape[1] != dim:
+        raise IndexFormatError(f"{d.root}: shards hold {train.shape[1]}-d vectors but index.json says {dim}")
+    index = faiss_ops.empty(kind, dim, params)
+    index.train(train)
+    for _, x, ids in rows.shards():
+        faiss_ops.add(index, x, ids)
+    return index, rows
 
 
 def extra_columns(d: IndexDir) -> list[str]:
@@ -108,17 +165,20 @@ def write_faiss(d: IndexDir, live_ids: np.ndarray, dim: int, old: dict, requeste
         record = {**old, "update": {"mode": mode, "added": int(len(add_ids)), "removed": int(len(rm_ids))}}
     else:
         kind, params = spec["type"], spec["params"]
-        x, ids = read_vectors(d)
-        if not len(ids):
-            x = np.zeros((0, dim), np.float32)
-        elif x.shape[1] != dim:
-            raise IndexFormatError(f"{d.root}: shards hold {x.shape[1]}-d vectors but index.json says {dim}")
-        train = x[planner.train_sample(len(ids), params)] if faiss_ops.needs_training(kind) else None
-        index = faiss_ops.build(x, ids, kind, params, train=train)
-        knobs, recall = planner.tune(index, kind, params, x, ids)
+        if faiss_ops.needs_training(kind) and n * dim * 4 > STREAM_BYTES:  # never all vectors in memory at once
+            index, rows = _build_from_shards(d, kind, params, n, dim)
+        else:
+            x, ids = read_vectors(d)
+            if not len(ids):
+                x = np.zeros((0, dim), np.float32)
+            elif x.shape[1] != dim:
+                raise IndexFormatError(f"{d.root}: shards hold {x.shape[1]}-d vectors but index.json says {dim}")
+            train = x[planner.train_sample(len(ids), params)] if faiss_ops.needs_training(kind) else None
+            index, rows = faiss_ops.build(x, ids, kind, params, train=train), planner.Rows(x, ids)
+        knobs, recall = planner.tune(index, kind, params, rows)
         record = {"type": kind, "params": params, "search": knobs, "calibrated_recall_at_10": recall,
-                  "trained_rows": int(len(ids)), "reason": spec["reason"],
-                  "update": {"mode": "built", "added": int(len(ids)), "removed": 0}}
+                  "trained_rows": int(n), "reason": spec["reason"],
+                  "update": {"mode": "built", "added": int(n), "removed": 0}}
         if recall is not None and recall < planner.TARGET_RECALL:
             log.warning("%s: best recall@10 of the %s index is %.3f (< %.2f)", d.root, kind, recall, planner.TARGET_RECALL)
     target = target or d.faiss_path
