@@ -134,3 +134,19 @@ def test_app_serves_a_member(tmp_path: Path) -> None:
         assert sr == 16000 and len(data) == 8000
     finally:
         store.close()
+
+
+def test_a_dataset_row_cannot_point_outside_the_dataset(tmp_path: Path, monkeypatch) -> None:
+    """A row whose audio is a file path (not bytes) is read only from inside the dataset's folder."""
+    secret = tmp_path / "secret.wav"
+    sf.write(secret, tone(440, 1.0), 16000)
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "dataset_info.json").write_text("{}")
+    sf.write(folder / "inside.wav", tone(330, 1.0), 16000)
+    rows = [{"audio": {"bytes": None, "path": p}} for p in (str(secret), "../secret.wav", "inside.wav")]
+    monkeypatch.setattr(containers, "_dataset", lambda container, split: (rows, "audio"))
+    for row in (0, 1):
+        with pytest.raises(AudioError, match="outside"):
+            decode(f"{folder}#{row}", 16000)
+    assert len(decode(f"{folder}#2", 16000)) == 16000

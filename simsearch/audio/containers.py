@@ -68,9 +68,10 @@ def read_member(path: str | Path) -> bytes:
         raise AudioError(str(path), f"no row {row} in {container.name} ({len(ds)} rows)")
     value = ds[row][column]
     data = (value or {}).get("bytes")
-    if data is None and (value or {}).get("path"):
-        source = Path(value["path"])
-        source = source if source.is_absolute() else container / source
+    if data is None and (value or {}).get("path"):  # audio kept as a file beside the dataset: only inside it
+        source = (container / value["path"]).resolve()
+        if not source.is_relative_to(container.resolve()):
+            raise AudioError(str(path), f"the dataset row points outside {container.name} ({value['path']}); refused")
         _check_size(path, source.stat().st_size if source.is_file() else 0)
         data = source.read_bytes() if source.is_file() else None
     if data is None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simsearch.encoders.base import torch_setup
+from simsearch.encoders.checkpoint_file import load_strict, read_checkpoint
 from simsearch.encoders.vit_audio import FbankPieces
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.errors import SimsearchError
 
 N_MELS = 128
 CHECKPOINT_HELP = (
@@ -79,31 +80,13 @@ def build_from_state(raw):
     cfg = config_from_state(state)
     model = AudioViT(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_hidden, (cfg.patch, cfg.patch),
                      cfg.t_grid * cfg.f_grid, time_major=True)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a shape that disagrees
-        raise SimsearchError(f"Audio-MAE checkpoint does not fit the network: {' '.join(str(e).split())}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise SimsearchError(f"Audio-MAE checkpoint does not fit the network: missing {result.missing_keys[:5]}, "
-                             f"unexpected {result.unexpected_keys[:5]}")
-    return model.eval(), cfg
+    return load_strict("Audio-MAE", model, state), cfg
 
 
 def load_checkpoint(path: str | None):
     """(our Audio-MAE encoder, config) from an official checkpoint file, or a ModelNotFoundError saying how to
     get one."""
-    import torch
-
-    if not path:
-        raise ModelNotFoundError(f"no Audio-MAE checkpoint given. {CHECKPOINT_HELP}")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ModelNotFoundError(f"Audio-MAE checkpoint not found: looked for the file {file.resolve()}. "
-                                 f"{CHECKPOINT_HELP}")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise SimsearchError(f"could not read Audio-MAE checkpoint {file}: {e}") from None
+    raw = read_checkpoint("Audio-MAE", path, CHECKPOINT_HELP)
     return build_from_state(raw)
 
 

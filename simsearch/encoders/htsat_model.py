@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.encoders.checkpoint_file import load_strict, read_checkpoint
+from simsearch.encoders.passt_model import Mlp
+from simsearch.errors import SimsearchError
 
 SAMPLE_RATE = 32000
 N_FFT, HOP = 1024, 320  # 32 ms window, 10 ms hop
@@ -130,17 +131,6 @@ class WindowAttention(nn.Module):
             bias = bias.reshape(b, self.heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    """Two linear layers with exact GELU between them."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):
@@ -319,25 +309,10 @@ def official_state(raw) -> dict:
 def build_from_state(state: dict) -> HTSAT:
     """An HTS-AT network holding exactly these weights (strict: every key must match)."""
     model = HTSAT(config_from_state(state))
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a shape that disagrees
-        raise SimsearchError(f"HTS-AT checkpoint does not fit the network: {' '.join(str(e).split())}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise SimsearchError(f"HTS-AT checkpoint does not fit the network: missing {result.missing_keys[:5]}, "
-                             f"unexpected {result.unexpected_keys[:5]}")
-    return model.eval()
+    return load_strict("HTS-AT", model, state)
 
 
 def load_checkpoint(path: str | None) -> HTSAT:
     """Our HTS-AT network on an official checkpoint file, or a ModelNotFoundError saying how to get one."""
-    if not path:
-        raise ModelNotFoundError(f"no HTS-AT checkpoint given. {CHECKPOINT_HELP}")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ModelNotFoundError(f"HTS-AT checkpoint not found: looked for the file {file.resolve()}. {CHECKPOINT_HELP}")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise SimsearchError(f"could not read HTS-AT checkpoint {file}: {e}") from None
+    raw = read_checkpoint("HTS-AT", path, CHECKPOINT_HELP)
     return build_from_state(official_state(raw))

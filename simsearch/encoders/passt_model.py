@@ -7,13 +7,13 @@ checkpoints (e.g. passt-s-f128-p16-s10-ap.476-swa.pt) key for key; the size is r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.encoders.checkpoint_file import load_strict, read_checkpoint
+from simsearch.errors import SimsearchError
 
 SAMPLE_RATE = 32000
 HOP = 320  # 10 ms at 32 kHz
@@ -206,25 +206,10 @@ def build_from_state(state: dict, num_heads: int | None = None) -> PaSST:
     model = PaSST(config_from_state(state, num_heads))
     if "head.1.weight" in state and "head_dist.weight" not in state:
         model.head_dist = None
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a shape that disagrees
-        raise SimsearchError(f"PaSST checkpoint does not fit the network: {' '.join(str(e).split())}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise SimsearchError(f"PaSST checkpoint does not fit the network: missing {result.missing_keys[:5]}, "
-                             f"unexpected {result.unexpected_keys[:5]}")
-    return model.eval()
+    return load_strict("PaSST", model, state)
 
 
 def load_checkpoint(path: str | None, num_heads: int | None = None) -> PaSST:
     """Our PaSST network on an official checkpoint file, or a ModelNotFoundError saying how to get one."""
-    if not path:
-        raise ModelNotFoundError(f"no PaSST checkpoint given. {CHECKPOINT_HELP}")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ModelNotFoundError(f"PaSST checkpoint not found: looked for the file {file.resolve()}. {CHECKPOINT_HELP}")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise SimsearchError(f"could not read PaSST checkpoint {file}: {e}") from None
+    raw = read_checkpoint("PaSST", path, CHECKPOINT_HELP)
     return build_from_state(official_state(raw), num_heads)

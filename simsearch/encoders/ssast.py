@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simsearch.encoders.base import torch_setup
+from simsearch.encoders.checkpoint_file import load_strict, read_checkpoint
 from simsearch.encoders.vit_audio import FbankPieces
-from simsearch.errors import ModelNotFoundError, SimsearchError
+from simsearch.errors import SimsearchError
 
 CHECKPOINT_HELP = (
     "SSAST needs an official pretrained checkpoint: pass --checkpoint FILE.pth, e.g. SSAST-Base-Patch-400.pth "
@@ -84,29 +85,12 @@ def build_from_state(raw):
     f, t = cfg.grid
     model = AudioViT(cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_hidden, (cfg.fshape, cfg.tshape), f * t,
                      cfg.dist_token)
-    try:
-        result = model.load_state_dict(backbone, strict=False)
-    except RuntimeError as e:  # a shape that disagrees
-        raise SimsearchError(f"SSAST checkpoint does not fit the network: {' '.join(str(e).split())}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise SimsearchError(f"SSAST checkpoint does not fit the network: missing {result.missing_keys[:5]}, "
-                             f"unexpected {result.unexpected_keys[:5]}")
-    return model.eval(), cfg
+    return load_strict("SSAST", model, backbone), cfg
 
 
 def load_checkpoint(path: str | None):
     """(our SSAST backbone, config) from an official checkpoint file, or a ModelNotFoundError saying how to get one."""
-    import torch
-
-    if not path:
-        raise ModelNotFoundError(f"no SSAST checkpoint given. {CHECKPOINT_HELP}")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ModelNotFoundError(f"SSAST checkpoint not found: looked for the file {file.resolve()}. {CHECKPOINT_HELP}")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise SimsearchError(f"could not read SSAST checkpoint {file}: {e}") from None
+    raw = read_checkpoint("SSAST", path, CHECKPOINT_HELP)
     return build_from_state(raw)
 
 
