@@ -46,7 +46,7 @@ def folder(root: Path, make, n: int = 6) -> Path:
 
 def test_profiles_map_to_the_measured_encoders():
     assert profiles.encoder_for("general") == DEFAULT_ENCODER
-    assert profiles.encoder_for("music") == "yamnet+aisfx+basic-pitch"
+    assert profiles.encoder_for("music") == "whiten(yamnet)+whiten(aisfx)+basic-pitch*3"
     assert profiles.encoder_for("oneshots") == "aisfx+spectral+onset-envelope"
     for p in profiles.PROFILES.values():
         default_conditioning(p.encoder)  # every part is a registered encoder
@@ -54,7 +54,7 @@ def test_profiles_map_to_the_measured_encoders():
     assert profiles.NAMES == ("general", "music", "oneshots", "auto")
     with pytest.raises(SimsearchError, match="unknown profile"):
         profiles.encoder_for("auto")
-    assert profiles.resolve("music", []) == {"name": "music", "chose": "music", "encoder": "yamnet+aisfx+basic-pitch",
+    assert profiles.resolve("music", []) == {"name": "music", "chose": "music", "encoder": profiles.encoder_for("music"),
                                              "why": profiles.PROFILES["music"].why}
 
 
@@ -140,3 +140,18 @@ def test_named_profile_index_and_app_facts(tmp_path):
     md, _ = index_overview(pool.get(None))
     pool.close()
     assert "| **profile** | oneshots |" in md
+
+
+def test_music_profile_fits_its_whitening_and_searches_from_the_cli(tmp_path, capsys):
+    from simsearch.encoders.whitening import WHITENING_FILE
+
+    src, out = folder(tmp_path / "chords", chord, 6), tmp_path / "ix"
+    assert main(["index", str(src), "--out", str(out), "--profile", "music", "-q", "--workers", "1",
+                 "--transcribe", "off"]) == 0
+    info = json.loads((out / "index.json").read_text())
+    assert info["encoder"]["name"] == profiles.encoder_for("music")
+    assert info["encoder"]["whitened"] == ["yamnet", "aisfx"] and (out / WHITENING_FILE).is_file()
+    capsys.readouterr()
+    query = src / "chord2.wav"
+    assert main(["search", str(out), "--audio", str(query), "-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["path"] == str(query.resolve())

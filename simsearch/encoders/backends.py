@@ -18,6 +18,7 @@ measures cosine and top-10 overlap between them):
 """
 from __future__ import annotations
 
+from simsearch.encoders.whitening import bare
 from simsearch.errors import SimsearchError
 
 # model name -> backend -> ("module:Class" under simsearch.encoders, constructor options that select it)
@@ -94,7 +95,7 @@ def same_vectors(name: str, a: str | None, b: str | None) -> bool:
 
 def _parts(name: str) -> list[str]:
     """Model names in a (possibly fused, weighted) encoder name: 'yamnet*0.3+whisper-tiny-offline' -> both."""
-    return [p.split("*")[0].strip() for p in name.split("+")]
+    return [bare(p).split("*")[0].strip() for p in name.split("+")]
 
 
 def _per_part(name: str, value) -> dict:

@@ -10,6 +10,10 @@ side outputs such as YAMNet's tag_scores are carried through under their own nam
 share is prefixed with the later part's name). `checkpoint` goes to the one part whose weights do
 not ship here (clap in clap+yamnet).
 
+A part written whiten(NAME) is whitened after normalising, with a map fitted to the index's collection
+(simsearch.encoders.whitening); the map is loaded with `whitening=PATH` or `load_whitening`, and until then
+such a fusion embeds nothing (it would not be the space its index holds).
+
 Text: a fusion with a CLAP part answers text in CLAP's space, whatever the order of the parts and even
 beside YAMNet. The CLAP part of every stored vector is `text_slice` (its offsets in the concatenation),
 scaled by sqrt(its weight share); `embed_text` puts the CLAP text vector there and zeros elsewhere,
@@ -22,11 +26,13 @@ fusion with YAMNet answers text through its tags ("tags").
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from simsearch.audio.resample import resample
+from simsearch.encoders import whitening
 from simsearch.encoders.backends import fusion_part_backend, has_backends
 from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput
 from simsearch.errors import SimsearchError
@@ -37,10 +43,13 @@ class FusionEncoder(Encoder):
     """Concatenation of L2-normalised clip vectors of several encoders."""
 
     def __init__(self, name: str, parts: list[Encoder], weights: list[float] | None = None,
-                 checkpoint: str | None = None):
+                 checkpoint: str | None = None, whitened: list[bool] | None = None):
         if len(parts) < 2:
             raise SimsearchError(f"fusion {name!r} needs at least two encoders joined by '+'")
         self.name, self.parts, self.checkpoint = name, parts, checkpoint
+        self.whitened = list(whitened or [False] * len(parts))
+        self.whitening: dict[str, whitening.Whitening] | None = None
+        self.whitening_path: str | None = None
         weights = list(weights or [1.0] * len(parts))
         self.scales = [float(np.sqrt(w / sum(weights))) for w in weights]
         self.weights = weights
@@ -57,6 +66,9 @@ class FusionEncoder(Encoder):
         self._text_index = text[0] if text else None
         self._text_part = parts[text[0]] if text else None
         self.text_space = self._text_part.text_space if text else None
+        if self.text_space == "clap" and self.whitened[text[0]]:
+            raise SimsearchError(f"{name!r}: the CLAP part answers text queries and cannot be whitened (its text "
+                                 "vectors would not follow the map)")
 
     @classmethod
     def build(cls, name: str, make_part: Callable[..., Encoder], checkpoint: str | None = None, device: str = "auto",
@@ -65,6 +77,7 @@ class FusionEncoder(Encoder):
         (a {part name: value} conditioning option gives each part its own); checkpoint goes to the one part for
         which takes_checkpoint (from the registry: weights from a hub or a file) is true."""
         parsed = [parse_part(n, name) for n in name.split("+")]
+        marks = [whitening.marked(n) for n in name.split("+")]
         names = [n for n, _ in parsed]
         if any(not n for n in names) or len(set(names)) != len(names):
             raise SimsearchError(f"bad fused encoder name {name!r}; join distinct names with '+', e.g. yamnet+aisfx")
@@ -76,34 +89,69 @@ class FusionEncoder(Encoder):
                 raise SimsearchError(f"--checkpoint goes to the one part of a fused encoder that loads its weights "
                                      f"from a hub or a file; {name!r} has {which}")
             target = takers[0]
-        canonical = "+".join(n if w == 1.0 else f"{n}*{w:g}" for n, w in parsed)
+        canonical = "+".join((f"whiten({n})" if m else n) + ("" if w == 1.0 else f"*{w:g}")
+                             for (n, w), m in zip(parsed, marks))
+        fitted = options.pop("whitening", None)
         parts = [make_part(n, checkpoint if n == target else None, device, **part_options(options, n, names))
                  for n in names]
-        return cls(canonical, parts, [w for _, w in parsed], checkpoint)
+        enc = cls(canonical, parts, [w for _, w in parsed], checkpoint, marks)
+        if fitted:
+            enc.load_whitening(fitted)
+        return enc
+
+    @property
+    def whitened_parts(self) -> list[str]:
+        """The parts whitened with a map fitted to the collection."""
+        return [p.name for p, m in zip(self.parts, self.whitened) if m]
+
+    def load_whitening(self, path: str | Path) -> None:
+        """Load the fitted maps of the whitened parts (simsearch.encoders.whitening)."""
+        self.whitening = whitening.load(Path(path), self.whitened_parts)
+        self.whitening_path = str(path)
+
+    def _part_dims(self) -> list[int]:
+        maps = self.whitening or {}
+        return [maps[p.name].dim if m and p.name in maps else p.dim for p, m in zip(self.parts, self.whitened)]
 
     @property
     def dim(self) -> int:
-        return sum(p.dim for p in self.parts)
+        return sum(self._part_dims())
 
     def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
         raise NotImplementedError("a fused encoder has no common frame rate; use embed_batch")
 
-    def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Each part embeds the clips at its own rate; vectors normalised and concatenated, extras merged."""
-        vectors, extras = [], {}
-        for part, scale in zip(self.parts, self.scales):
+    def part_vectors(self, batch: list[np.ndarray], only: list[str] | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Each part's (or only the named parts') normalised clip vectors at its own rate, before whitening and
+        weights, and the extras."""
+        vectors, extras = {}, {}
+        for part in self.parts:
+            if only is not None and part.name not in only:
+                continue
             out = part.embed_batch([resample(x, self.sample_rate, part.sample_rate) for x in batch])
-            vectors.append(scale * normalize(out.pop("embedding")))
+            vectors[part.name] = normalize(out.pop("embedding"))
             for key, value in out.items():
                 extras[key if key not in extras else f"{part.name}_{key}"] = value
-        return {"embedding": np.concatenate(vectors, axis=1).astype(np.float32), **extras}
+        return vectors, extras
+
+    def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each part embeds the clips at its own rate; vectors normalised (whitened where asked), weighted and
+        concatenated, extras merged."""
+        if self.whitening is None and any(self.whitened):
+            raise SimsearchError(f"{self.name!r} whitens {', '.join(self.whitened_parts)} with a map fitted to a "
+                                 "collection, and none is loaded: index a collection with it (the first run fits "
+                                 "the map) or search an index made with it")
+        vectors, extras = self.part_vectors(batch)
+        out = [scale * (self.whitening[p.name].apply(vectors[p.name]) if m else vectors[p.name])
+               for p, m, scale in zip(self.parts, self.whitened, self.scales)]
+        return {"embedding": np.concatenate(out, axis=1).astype(np.float32), **extras}
 
     @property
     def text_slice(self) -> slice | None:
         """Where the CLAP part sits in the fused vector (None without one)."""
         if self.text_space != "clap":
             return None
-        start = sum(p.dim for p in self.parts[: self._text_index])
+        start = sum(self._part_dims()[: self._text_index])
         return slice(start, start + self._text_part.dim)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
@@ -133,6 +181,8 @@ class FusionEncoder(Encoder):
         d = super().describe()
         d["parts"] = [p.describe() for p in self.parts]
         d["weights"] = self.weights
+        if any(self.whitened):
+            d["whitened"] = self.whitened_parts
         return d
 
 
@@ -148,8 +198,8 @@ def part_options(options: dict, part: str, parts: list[str]) -> dict:
 
 
 def parse_part(text: str, name: str) -> tuple[str, float]:
-    """'yamnet*0.3' -> ('yamnet', 0.3); 'aisfx' -> ('aisfx', 1.0)."""
-    part, star, weight = text.strip().partition("*")
+    """'yamnet*0.3' -> ('yamnet', 0.3); 'aisfx' -> ('aisfx', 1.0); 'whiten(aisfx)*2' -> ('aisfx', 2.0)."""
+    part, star, weight = whitening.bare(text).partition("*")
     if not star:
         return part.strip(), 1.0
     try:

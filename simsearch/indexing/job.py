@@ -26,6 +26,7 @@ from simsearch.indexing.options import (
 )
 from simsearch.indexing.plan import make_plan
 from simsearch.indexing.sources import collect
+from simsearch.indexing.whiten_fit import ensure_whitening
 from simsearch.indexing.transcribe import check_mode, has_tag_scores, recorded_mode, transcribe_index
 from simsearch.indexing.writer import ErrorLog, write_relabelled
 from simsearch.store import integrity
@@ -51,6 +52,7 @@ def run_index(src, out: str | Path, options: IndexOptions | None = None) -> Inde
         items, unreadable = collect(src_path, options.label_regex)
         options, profile = with_profile(options, info, [item.path for item in items])
         enc = get_encoder(options.encoder, options.checkpoint, options.device, **options.encoder_options())
+        ensure_whitening(d, enc, [item.path for item in items], options, info)
         if info:
             check_compatible(info, enc, options, d.root)
         d.shard_settings = _settings(info, enc, options)

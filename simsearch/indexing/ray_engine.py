@@ -102,7 +102,7 @@ def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: i
         ds = ds.map_batches(Embedder, batch_size=options.batch_size, batch_format="numpy", **_actor_resources(options),
                             fn_constructor_kwargs={"name": enc.name if enc.name else options.encoder,
                                                    "checkpoint": options.checkpoint, "device": _actor_device(options),
-                                                   "options": options.encoder_options(), "dims": dims})
+                                                   "options": {**options.encoder_options(), **_fitted(enc)}, "dims": dims})
         return _collect(ds, todo, shas, writer, errors, enc, options)
     finally:
         if started:
@@ -146,3 +146,9 @@ def _collect(ds, todo: list, shas: dict, writer: ShardWriter, errors: ErrorLog, 
     writer.flush()
     bar.close()
     return files.written
+
+
+def _fitted(enc: Encoder) -> dict:
+    """What the actors need beside the recorded options: the index's fitted whitening map, where it has one."""
+    path = getattr(enc, "whitening_path", None)
+    return {"whitening": path} if path else {}

@@ -14,6 +14,7 @@ from simsearch.audio.decode import decode
 from simsearch.audio.windows import split_windows
 from simsearch.encoders import Encoder, get_encoder
 from simsearch.encoders.backends import query_backends
+from simsearch.encoders.whitening import WHITENING_FILE
 from simsearch.errors import IndexFormatError, SimsearchError
 from simsearch.search import filters
 from simsearch.search.landmarks import load_landmark_table, search_with_landmarks
@@ -36,11 +37,13 @@ QUERY_BATCH = 8  # windows per encoder call, so a long query never goes through 
 CORE_COLUMNS = ["id", "path", "offset_s", "duration_s", "label"]
 
 
-def recorded_encoder(info: dict, device: str) -> Encoder:
+def recorded_encoder(info: dict, device: str, root: Path) -> Encoder:
     """The encoder index.json records, so queries land in the same space as the rows (on this machine's fastest
-    backend where the rows' vectors agree across backends)."""
+    backend where the rows' vectors agree across backends, with the whitening fitted to the index's collection)."""
     e = info["encoder"]
     options = {**e.get("options", {}), "backend": query_backends(e["name"], e.get("options", {}).get("backend"))}
+    if e.get("whitened"):
+        options["whitening"] = Path(root) / WHITENING_FILE
     return get_encoder(e["name"], e.get("checkpoint"), device, **options)
 
 
@@ -132,7 +135,7 @@ class Index:
     def encoder(self) -> Encoder:
         """The encoder recorded in index.json, so queries land in the same space as the rows."""
         if self._encoder is None:
-            self._encoder = recorded_encoder(self.info, self.device)
+            self._encoder = recorded_encoder(self.info, self.device, self.dir.root)
         return self._encoder
 
     @cached_property

@@ -62,7 +62,7 @@ class MilvusIndex:
     def encoder(self) -> Encoder:
         """The encoder index.json records, as Index loads it."""
         if self._encoder is None:
-            self._encoder = recorded_encoder(self.info, self.device)
+            self._encoder = recorded_encoder(self.info, self.device, self.dir.root)
         return self._encoder
 
     def embed_samples(self, x: np.ndarray) -> np.ndarray:
