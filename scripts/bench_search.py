@@ -1,6 +1,10 @@
 """Recall@10 and queries/s of flat, HNSW and IVF-PQ on clustered random vectors, built with simsearch's own code.
 
     .venv/bin/python scripts/bench_search.py --n 1000000 --dims 512,1024 --hnsw-n 100000
+    .venv/bin/python scripts/bench_search.py --from-index indexes/real --queries 500   # an index's real embeddings
+
+With --from-index the collection is the stored rows of one or more index folders (same encoder); a seeded sample of
+--queries rows is held out of it as the queries, so they are new to the index as a user's clips are.
 
 Vectors: Gaussian clusters around random unit centres, each spread in its own low-rank subspace plus a little
 isotropic noise, L2-normalised (so the neighbourhoods look like embeddings', not like uniform noise). Queries
@@ -60,11 +64,26 @@ def timed(fn):
 
 
 def bench_dim(n: int, dim: int, nq: int, hnsw_n: int, seed: int) -> list[dict]:
-    rows = []
     (x, t_gen) = timed(lambda: clustered(n + nq, dim, seed=seed))
-    q, x = x[n:].copy(), x[:n]
-    ids = np.arange(n, dtype=np.int64)
     print(f"# d={dim}: generated {n} + {nq} vectors in {t_gen:.0f} s", flush=True)
+    return bench_vectors(x[:n], x[n:].copy(), hnsw_n, seed)
+
+
+def index_vectors(roots: list[str], nq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(collection, held-out queries) from the stored embeddings of index folders."""
+    from simsearch.search.index import Index
+
+    x = np.concatenate([Index.open(r, device="cpu").embeddings() for r in roots])
+    held = np.zeros(len(x), bool)
+    held[np.random.default_rng(seed).choice(len(x), nq, replace=False)] = True
+    return np.ascontiguousarray(x[~held]), np.ascontiguousarray(x[held])
+
+
+def bench_vectors(x: np.ndarray, q: np.ndarray, hnsw_n: int, seed: int) -> list[dict]:
+    """The table's rows for collection x and queries q (every index type simsearch builds, against exact search)."""
+    rows = []
+    n, dim, nq = len(x), x.shape[1], len(q)
+    ids = np.arange(n, dtype=np.int64)
     (D, gt), t_flat = timed(lambda: faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT))
     flat_qps = nq / t_flat
     rows.append({"d": dim, "n": n, "index": "flat (exact)", "setting": "-", "recall": 1.0, "qps": flat_qps,
@@ -139,12 +158,17 @@ def main() -> None:
     ap.add_argument("--hnsw-n", type=int, default=100_000, help="HNSW is built on this many of the vectors (0: skip)")
     ap.add_argument("--hnsw-dims", default="512", help="dimensions at which to build HNSW")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-index", help="comma-separated index folders: benchmark their stored embeddings instead")
     args = ap.parse_args()
     t0 = time.perf_counter()
     print(f"# {faiss.omp_get_max_threads()} threads, faiss {faiss.__version__}", flush=True)
     rows = []
     hnsw_dims = {int(d) for d in args.hnsw_dims.split(",") if d}
-    for dim in (int(d) for d in args.dims.split(",")):
+    if args.from_index:
+        x, q = index_vectors(args.from_index.split(","), args.queries, args.seed)
+        print(f"# {len(x)} stored rows of {args.from_index} ({x.shape[1]}-d), {len(q)} held out as queries", flush=True)
+        rows += bench_vectors(x, q, args.hnsw_n, args.seed)
+    for dim in (int(d) for d in args.dims.split(",")) if not args.from_index else ():
         rows += bench_dim(args.n, dim, args.queries, args.hnsw_n if dim in hnsw_dims else 0, args.seed)
     print(table(rows))
     print(f"# total {time.perf_counter() - t0:.0f} s")
