@@ -145,7 +145,7 @@ def test_named_profile_index_and_app_facts(tmp_path):
 def test_music_profile_fits_its_whitening_and_searches_from_the_cli(tmp_path, capsys):
     from simsearch.encoders.whitening import WHITENING_FILE
 
-    src, out = folder(tmp_path / "chords", chord, 6), tmp_path / "ix"
+    src, out = folder(tmp_path / "chords", chord, 8), tmp_path / "ix"
     assert main(["index", str(src), "--out", str(out), "--profile", "music", "-q", "--workers", "1",
                  "--transcribe", "off"]) == 0
     info = json.loads((out / "index.json").read_text())

@@ -96,3 +96,10 @@ def test_a_whitening_fusion_embeds_nothing_without_its_map():
     enc = get_encoder(ENCODER, device="cpu")
     with pytest.raises(SimsearchError, match="none is loaded"):
         enc.embed_batch([tone(440)])
+
+
+def test_a_collection_too_small_to_fit_is_refused_with_a_way_out(tmp_path):
+    src = clips(tmp_path / "src", 3)
+    with pytest.raises(SimsearchError, match="only 3 readable window"):
+        run_index(src, tmp_path / "idx", IndexOptions(encoder=ENCODER, progress=False, device="cpu"))
+    assert not (tmp_path / "idx" / whitening.WHITENING_FILE).exists()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 KEEP = 0.95  # share of the variance the kept directions explain
 FIT_FILES = 1024  # files sampled for the fit (seeded); all their windows up to FIT_ROWS
 FIT_ROWS = 8192
+MIN_FIT_ROWS = 8  # fewer windows than this cannot say which directions matter
 SEED = 0
 WHITENING_FILE = "whitening.npz"
 MARK = "whiten("

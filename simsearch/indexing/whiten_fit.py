@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from simsearch.encoders import whitening
+from simsearch.errors import SimsearchError
 from simsearch.indexing.options import IndexOptions
 from simsearch.indexing.reader import ReadSettings, stream_chunks
 from simsearch.store.folder import IndexDir
@@ -56,4 +57,8 @@ def fit_maps(enc, paths: list[str], options: IndexOptions) -> tuple[dict[str, wh
             break
     if batch:
         flush()
+    if rows < whitening.MIN_FIT_ROWS:
+        raise SimsearchError(f"{enc.name!r} whitens parts with a map fitted to the collection, and only {rows} "
+                             f"readable window(s) were found to fit it on (at least {whitening.MIN_FIT_ROWS}); index "
+                             "more files, or leave out whiten(...) for a collection this small")
     return whitening.fit_parts(gathered), rows, len(files)
