@@ -157,9 +157,12 @@ def memory() -> dict:
 
 def search(args) -> dict:
     """In a fresh process: open the index, run the queries, report latency, recall, copies found and memory."""
+    from simsearch.search import landmarks
     from simsearch.search.index import Index
     from simsearch.search.landmarks import search_with_marks
 
+    if args.postings_budget is not None:
+        landmarks.POSTINGS_BUDGET = args.postings_budget or None
     z = np.load(Path(args.out) / "bench_queries.npz")
     before = memory()
     t0 = time.perf_counter()
@@ -195,7 +198,7 @@ def search(args) -> dict:
             "fused_p95_ms": ms(lat_f, 95), "copies_first": f"{sum(first)}/{len(first)}",
             "copy_match_median": float(np.median([m[0] for m in margin])),
             "runner_up_match_max": float(max(m[1] for m in margin)), "faiss": ix.kind, "knobs": ix.knobs,
-            "landmarks": type(ix.landmark_table).__name__}
+            "landmarks": type(ix.landmark_table).__name__, "postings_budget": landmarks.POSTINGS_BUDGET}
 
 
 def disk(out: Path) -> dict:
@@ -218,6 +221,9 @@ def main() -> int:
     p.add_argument("--copy-queries", type=int, default=100)
     p.add_argument("--in-memory", action="store_true", help="search with the in-memory landmark table instead")
     p.add_argument("--phase", choices=["all", "build", "search", "search-child"], default="all")
+    p.add_argument("--postings-budget", type=int, default=None,
+                   help="postings a fused query reads at most (default: simsearch.search.landmarks.POSTINGS_BUDGET; "
+                        "0: no budget)")
     args = p.parse_args()
     if args.phase == "search-child":
         print(json.dumps(search(args)))
@@ -226,7 +232,8 @@ def main() -> int:
         build(args)
     if args.phase in ("all", "search"):
         r = subprocess.run([sys.executable, __file__, "--out", args.out, "--phase", "search-child",
-                            *(["--in-memory"] if args.in_memory else [])],
+                            *(["--in-memory"] if args.in_memory else []),
+                            *(["--postings-budget", str(args.postings_budget)] if args.postings_budget is not None else [])],
                            capture_output=True, text=True, check=True)
         result = json.loads(r.stdout.strip().splitlines()[-1])
         result["disk_bytes"] = disk(Path(args.out))

@@ -222,3 +222,30 @@ def test_damaged_postings_say_so_and_rebuild_repairs_them(melodies, tmp_path, ca
     assert_tidy(out)
     hit = Index.open(out).search(audio={"array": melodies[1], "sampling_rate": SR}, k=1)[0]
     assert hit["path"].endswith("m1.wav") and hit["match"] >= fp.SAME_RECORDING
+
+
+def test_a_postings_budget_reads_the_rarest_hashes_and_still_finds_the_copy(melodies, tmp_path, monkeypatch):
+    from simsearch.search import landmarks
+
+    src = tmp_path / "src"
+    for i, x in enumerate(melodies):
+        write(src / f"m{i}.wav", x)
+    out = tmp_path / "idx"
+    run_index(src, out, IndexOptions(**OPTS))
+    ix = Index.open(out)
+    copy = add_noise(melodies[3], 15, np.random.default_rng(0))
+    marks = fp.query_landmarks(copy, SR)
+    every = ix.postings.lookup(marks[0])
+    budget = len(every[0]) // 3
+    h, ids, t = ix.postings.lookup(marks[0], budget)
+    assert 0 < len(h) <= budget
+    # whole hashes are kept or left out, and every kept one is at most as common as any left out
+    per_hash = dict(zip(*np.unique(every[0], return_counts=True)))
+    kept = set(h.tolist())
+    assert all(per_hash[k] == n for k, n in zip(*np.unique(h, return_counts=True)))
+    assert max(per_hash[k] for k in kept) <= min(per_hash[k] for k in set(per_hash) - kept)
+    assert len(ix.postings.lookup(marks[0], len(every[0]))[0]) == len(every[0])  # within the budget: all
+
+    monkeypatch.setattr(landmarks, "POSTINGS_BUDGET", budget)
+    hits = Index.open(out).search(audio={"array": copy, "sampling_rate": SR}, k=3)
+    assert hits[0]["path"].endswith("m3.wav") and hits[0]["match"] >= fp.SAME_RECORDING

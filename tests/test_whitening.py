@@ -48,7 +48,8 @@ def test_whitening_lets_small_class_differences_outvote_a_shared_direction():
     labels = np.repeat(np.array(list("abcd")), 50)
     nuisance = np.zeros(32)
     nuisance[0] = 1
-    x = 10 + classes[np.repeat(np.arange(4), 50)] * 0.3 + rng.standard_normal((200, 32)) * 0.2 + np.outer(rng.normal(0, 8, 200), nuisance)
+    x = 10 + classes[np.repeat(np.arange(4), 50)] * 0.3 + rng.standard_normal((200, 32)) * 0.2
+    x += np.outer(rng.normal(0, 8, 200), nuisance)
     x = normalize(x)
     train, test = np.arange(200) % 2 == 0, np.arange(200) % 2 == 1
     raw = (knn_predict(x[test], x[train], labels[train], 5) == labels[test]).mean()

@@ -26,8 +26,8 @@ from simsearch.indexing.options import (
 )
 from simsearch.indexing.plan import make_plan
 from simsearch.indexing.sources import collect
-from simsearch.indexing.whiten_fit import ensure_whitening
 from simsearch.indexing.transcribe import check_mode, has_tag_scores, recorded_mode, transcribe_index
+from simsearch.indexing.whiten_fit import ensure_whitening
 from simsearch.indexing.writer import ErrorLog, write_relabelled
 from simsearch.store import integrity
 from simsearch.store.folder import FORMAT_VERSION, IndexDir

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from simsearch.search.index import Index
 
 log = logging.getLogger(__name__)
+# A fused query reads at most about this many postings, its rarest hashes first (they say the most about a match,
+# and the common ones cost the most): what a query costs stops growing with the collection once its hashes' postings
+# pass this. Under it (every index up to tens of thousands of rows) all postings are read.
+POSTINGS_BUDGET = 50_000
 
 
 def load_landmark_table(index: Index):
@@ -62,7 +66,7 @@ class PostingsTable:
 
     def match(self, marks: tuple) -> tuple[np.ndarray, np.ndarray]:
         """(row positions, match scores) of the rows sharing any landmark with the query."""
-        hashes, ids, times = self.postings.lookup(_stored_hashes(self.kind, marks))
+        hashes, ids, times = self.postings.lookup(_stored_hashes(self.kind, marks), POSTINGS_BUDGET)
         pos = self.row_ids.get_indexer(ids)
         live = pos >= 0  # rows removed or replaced since their segment was written match nothing
         hashes, pos, times = hashes[live], pos[live], times[live]

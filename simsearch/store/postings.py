@@ -192,16 +192,19 @@ class Postings:
                     valid[start:start + count] = name in seg["shards"]
             self.segments.append(Segment(post[0], post[1], post[2], ids, valid))
 
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(self, hashes: np.ndarray, budget: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hash uint32, row id int64, frame word int32) of every stored posting of these hashes, per segment in
-        hash order."""
+        hash order; with a `budget`, only the rarest hashes whose postings together stay within it."""
         want = np.unique(np.asarray(hashes, np.uint32))
+        spans = [(s, *self._span(s, want)) for s in self.segments if len(s.hashes)]
+        if budget is not None and spans and sum(int(c.sum()) for _, _, c in spans) > budget:
+            per_hash = np.sum([c for _, _, c in spans], axis=0)
+            order = np.argsort(per_hash, kind="stable")  # rarest first: they say the most about a match
+            kept = np.zeros(len(want), bool)
+            kept[order[np.cumsum(per_hash[order]) <= budget]] = True
+            spans = [(s, lo, np.where(kept, counts, 0)) for s, lo, counts in spans]
         out_h, out_id, out_t = [], [], []
-        for s in self.segments:
-            if not len(s.hashes):
-                continue
-            lo = np.searchsorted(s.hashes, want, "left")
-            counts = np.searchsorted(s.hashes, want, "right") - lo
+        for s, lo, counts in spans:
             total = int(counts.sum())
             if not total:
                 continue
@@ -216,3 +219,9 @@ class Postings:
         if not out_h:
             return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int32)
         return np.concatenate(out_h), np.concatenate(out_id), np.concatenate(out_t)
+
+    @staticmethod
+    def _span(s: Segment, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first position, count) of each wanted hash's postings in a segment."""
+        lo = np.searchsorted(s.hashes, want, "left")
+        return lo, np.searchsorted(s.hashes, want, "right") - lo
