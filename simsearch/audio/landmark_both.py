@@ -9,11 +9,16 @@ from simsearch.audio import fingerprint, triplets
 
 KIND = "pairs+triplets-v1"
 TRIPLET_BIT = 1 << 31  # triplet hashes use 18 bits and pair hashes 25: the top bit tells them apart in one column
+# A triplet score under this counts nothing here: beside the pairs, weak triplet agreements are mostly chance (on FSDD
+# they tripled the rows that get any bonus, 0.57 % -> 1.66 % of pairs of different recordings; at 6: 0.65 %), while a
+# pitch-shifted or stretched copy's triplets agree far more often.
+TRIPLET_MIN_SCORE = 6.0
 
 
 def describe() -> dict:
     """What index.json records: the kind and both parts' settings."""
-    return {"kind": KIND, "pairs": fingerprint.describe(), "triplets": triplets.describe()}
+    return {"kind": KIND, "pairs": fingerprint.describe(), "triplets": triplets.describe(),
+            "triplet_min_score": TRIPLET_MIN_SCORE}
 
 
 def compatible(recorded: dict) -> bool:
@@ -54,5 +59,7 @@ class BothTable(fingerprint.FromBlobs):
         return cls(pairs, tri, n_rows)
 
     def scores(self, pair_marks: tuple, triplet_marks: tuple) -> np.ndarray:
-        """Each row's better score of the two kinds (both are on fingerprint's scale)."""
-        return np.maximum(self.pairs.scores(*pair_marks), self.triplets.scores(*triplet_marks))
+        """Each row's better score of the two kinds (both are on fingerprint's scale; triplets from
+        TRIPLET_MIN_SCORE)."""
+        tri = self.triplets.scores(*triplet_marks)
+        return np.maximum(self.pairs.scores(*pair_marks), np.where(tri >= TRIPLET_MIN_SCORE, tri, 0.0))
