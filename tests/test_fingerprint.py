@@ -143,7 +143,7 @@ def test_landmarks_made_with_other_settings_are_not_used(melodies, tmp_path, cap
     for i, x in enumerate(melodies[:3]):
         write(src / f"m{i}.wav", x)
     out = tmp_path / "ix"
-    run_index(src, out, IndexOptions(encoder="spectral", progress=False, num_workers=0))
+    run_index(src, out, IndexOptions(encoder="spectral", progress=False, num_workers=0, landmarks="pairs"))
     info = json.loads((out / "index.json").read_text())
     info["fingerprint"]["n_fft"] = 4 * fp.N_FFT  # as if made by a version with other settings
     (out / "index.json").write_text(json.dumps(info))

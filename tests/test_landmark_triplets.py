@@ -90,7 +90,8 @@ def test_pack_round_trip_and_degenerate_inputs(melodies, table):
 
 def test_index_records_the_kind_and_each_kind_searches(melodies, tmp_path):
     """--landmarks triplets is recorded in index.json and matched as such; a pairs index (no kind recorded, as
-    indexes from before triplets) still searches with pairs; an index keeps its kind on resume."""
+    indexes from before triplets) still searches with pairs; a new index keeps both; an index keeps its kind on
+    resume."""
     src = tmp_path / "src"
     for i, x in enumerate(melodies[:5]):
         write(src / f"m{i}.wav", x)
@@ -101,8 +102,11 @@ def test_index_records_the_kind_and_each_kind_searches(melodies, tmp_path):
     assert recorded == tp.describe() and recorded["kind"] == "triplets-v1"
     hit = Index.open(tmp_path / "tri").search(audio=query, k=2)[0]
     assert hit["path"].endswith("m3.wav") and hit["match"] >= fp.SAME_RECORDING
-    run_index(src, tmp_path / "pairs", IndexOptions(**opts))
+    run_index(src, tmp_path / "pairs", IndexOptions(**opts, landmarks="pairs"))
     assert "kind" not in json.loads((tmp_path / "pairs" / "index.json").read_text())["fingerprint"]
+    run_index(src, tmp_path / "new", IndexOptions(**opts))  # a new index without the flag keeps both
+    assert json.loads((tmp_path / "new" / "index.json").read_text())["fingerprint"]["kind"] == landmark_both.KIND
+    assert Index.open(tmp_path / "new").search(audio=query, k=1)[0]["path"].endswith("m3.wav")
     noisy = {"array": melodies[2] + np.float32(0.01), "sampling_rate": SR}
     hit = Index.open(tmp_path / "pairs").search(audio=noisy, k=1)[0]
     assert hit["path"].endswith("m2.wav") and hit["match"] >= fp.SAME_RECORDING

@@ -8,7 +8,7 @@ from simsearch.errors import SimsearchError
 
 KINDS = {"pairs": fingerprint, "triplets": triplets, "both": landmark_both}  # the names --landmarks takes
 NAMES = {"pairs": "pairs", triplets.KIND: "triplets", landmark_both.KIND: "both"}  # index.json's "kind" -> name
-DEFAULT = "pairs"  # for new indexes: triplets lose noisy copies; both costs latency, size and chance bonuses
+DEFAULT = "both"  # for new indexes: triplets alone lose noisy copies; pairs lose pitch, tempo and speed changes
 
 
 def module(kind: str) -> ModuleType:
