@@ -8,7 +8,7 @@ from conftest import tone
 
 from simsearch.audio.perturb import GROUPS, PERTURBATIONS, mix_in, perturb, pitch_shift, reverb, rms, speed, stretch
 from simsearch.errors import SimsearchError
-from simsearch.evaluation.robustness import RobustnessRun, perturbation_names, run_robustness, same_claims
+from simsearch.evaluation.robustness import RobustnessRun, perturbation_names, recovery, run_robustness, same_claims
 
 SR = 22050
 
@@ -92,6 +92,15 @@ def test_same_claims_leave_out_the_query_and_the_recording_mixed_in():
                                    "pairs": 6}
     assert same_claims(match, np.array([-1, -1, 1])) == {"own_same": 1.0, "false_same": 1 / 5,
                                                              "false_bonus": 2 / 5, "pairs": 5}
+
+
+def test_a_first_hit_on_the_recording_mixed_in_counts_as_either_not_as_own():
+    originals = np.eye(3, dtype=np.float32)
+    copies = np.array([[1, 0, 0], [0.2, 0, 1], [0, 0.9, 0.1]], np.float32)  # copy 1 lands on original 2
+    plain = recovery(originals, copies, ["a", "b", "c"])
+    mixed = recovery(originals, copies, ["a", "b", "c"], partner=np.array([-1, 2, -1]))
+    assert plain["rank1"] == mixed["rank1"] == 1 / 3 and "rank1_either" not in plain
+    assert mixed["rank1_either"] == 2 / 3
 
 
 def test_robustness_mixes_other_clips_and_reports_same_claims(class_folder):
