@@ -104,3 +104,17 @@ def test_a_collection_too_small_to_fit_is_refused_with_a_way_out(tmp_path):
     with pytest.raises(SimsearchError, match="only 3 readable window"):
         run_index(src, tmp_path / "idx", IndexOptions(encoder=ENCODER, progress=False, device="cpu"))
     assert not (tmp_path / "idx" / whitening.WHITENING_FILE).exists()
+
+
+def test_a_damaged_or_foreign_map_is_refused_by_name(tmp_path):
+    src, out = clips(tmp_path / "src", 10), tmp_path / "idx"
+    run_index(src, out, IndexOptions(encoder=ENCODER, progress=False, device="cpu", transcribe="off"))
+    fitted = out / whitening.WHITENING_FILE
+    good = fitted.read_bytes()
+    fitted.write_bytes(good[: len(good) // 2])  # cut short
+    with pytest.raises(IndexFormatError, match="whitening.npz is damaged"):
+        Index.open(out, device="cpu").search(audio=src / "tone03.wav", k=1)
+    w = whitening.fit(np.random.default_rng(0).standard_normal((20, 5)))
+    whitening.save(fitted, {"spectral": w}, 20, 20)  # fitted to 5-d vectors, not spectral's 168
+    with pytest.raises(IndexFormatError, match="fitted to other spectral vectors"):
+        Index.open(out, device="cpu").search(audio=src / "tone03.wav", k=1)

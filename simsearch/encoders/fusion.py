@@ -35,7 +35,7 @@ from simsearch.audio.resample import resample
 from simsearch.encoders import whitening
 from simsearch.encoders.backends import fusion_part_backend, has_backends
 from simsearch.encoders.base import BASE_OPTIONS, Encoder, FrameOutput
-from simsearch.errors import SimsearchError
+from simsearch.errors import IndexFormatError, SimsearchError
 from simsearch.vectors import normalize
 
 
@@ -106,8 +106,12 @@ class FusionEncoder(Encoder):
 
     def load_whitening(self, path: str | Path) -> None:
         """Load the fitted maps of the whitened parts (simsearch.encoders.whitening)."""
-        self.whitening = whitening.load(Path(path), self.whitened_parts)
-        self.whitening_path = str(path)
+        maps = whitening.load(Path(path), self.whitened_parts)
+        wrong = [p.name for p in self.parts if p.name in maps and maps[p.name].mean.shape[0] != p.dim]
+        if wrong:
+            raise IndexFormatError(f"{path} was fitted to other {', '.join(wrong)} vectors than this encoder gives; "
+                                   "index the collection again into a new folder")
+        self.whitening, self.whitening_path = maps, str(path)
 
     def _part_dims(self) -> list[int]:
         maps = self.whitening or {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,11 +101,22 @@ def load(path: Path, parts: list[str]) -> dict[str, Whitening]:
     if not path.is_file():
         raise IndexFormatError(f"{path} is missing: this index's encoder whitens parts with a map fitted to its "
                                "collection; restore the file, or index the collection again into a new folder")
-    with np.load(path) as z:
-        missing = [p for p in parts if f"{p}.mean" not in z]
-        if missing:
-            raise IndexFormatError(f"{path} holds no whitening for {', '.join(missing)}; index into a new folder")
-        return {p: Whitening(z[f"{p}.mean"], z[f"{p}.projection"]) for p in parts}
+    try:
+        with np.load(path) as z:
+            missing = [p for p in parts if f"{p}.mean" not in z or f"{p}.projection" not in z]
+            if missing:
+                raise IndexFormatError(f"{path} holds no whitening for {', '.join(missing)}; index into a new folder")
+            maps = {p: Whitening(np.asarray(z[f"{p}.mean"], np.float32), np.asarray(z[f"{p}.projection"], np.float32))
+                    for p in parts}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise IndexFormatError(f"{path} is damaged ({type(e).__name__}); restore it, or index the collection again "
+                               "into a new folder") from None
+    for p, w in maps.items():
+        if w.mean.ndim != 1 or w.projection.ndim != 2 or w.projection.shape[0] != w.mean.shape[0] \
+                or not (np.isfinite(w.mean).all() and np.isfinite(w.projection).all()):
+            raise IndexFormatError(f"{path}: the whitening of {p} is malformed; index the collection again into a "
+                                   "new folder")
+    return maps
 
 
 def fit_sample(paths: list[str], files: int = FIT_FILES, seed: int = SEED) -> list[str]:

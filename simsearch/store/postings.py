@@ -197,8 +197,8 @@ class Postings:
         hash order; with a `budget`, only the rarest hashes whose postings together stay within it."""
         want = np.unique(np.asarray(hashes, np.uint32))
         spans = [(s, *self._span(s, want)) for s in self.segments if len(s.hashes)]
-        if budget is not None and spans and sum(int(c.sum()) for _, _, c in spans) > budget:
-            per_hash = np.sum([c for _, _, c in spans], axis=0)
+        per_hash = np.sum([c for _, _, c in spans], axis=0) if budget is not None and spans else None
+        if per_hash is not None and per_hash.sum() > budget:
             order = np.argsort(per_hash, kind="stable")  # rarest first: they say the most about a match
             kept = np.zeros(len(want), bool)
             kept[order[np.cumsum(per_hash[order]) <= budget]] = True
