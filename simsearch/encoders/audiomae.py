@@ -13,9 +13,7 @@ checkpoint such as pretrained.pth (--checkpoint FILE).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from simsearch.encoders.base import torch_setup
 from simsearch.encoders.checkpoint_file import load_strict, read_checkpoint
 from simsearch.encoders.vit_audio import FbankPieces
 from simsearch.errors import SimsearchError
@@ -107,10 +105,7 @@ class AudioMaeEncoder(FbankPieces):
                  pooling: str = "mean"):
         from simsearch.encoders.vit_audio import samples_for_frames
 
-        self.name, self.pooling = name, pooling
-        self.device = torch_setup(name, pooling, device)
-        model, self.cfg = load_checkpoint(checkpoint)
-        self.checkpoint = str(Path(checkpoint).expanduser().resolve())
+        model, self.cfg = self.open_checkpoint(name, pooling, device, checkpoint, load_checkpoint)
         self.model = model.to(self.device)
         self.frame_dim = self.cfg.embed_dim
         self.window = samples_for_frames(self.cfg.t_grid * self.cfg.patch)

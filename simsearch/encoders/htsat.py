@@ -11,9 +11,6 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from simsearch.encoders.base import torch_setup
 from simsearch.encoders.pieces import PieceEncoder
 
 WINDOW_SECONDS = 10.0
@@ -29,10 +26,7 @@ class HtsatEncoder(PieceEncoder):
                  pooling: str = "mean"):
         from simsearch.encoders.htsat_model import LogMel, load_checkpoint
 
-        self.name, self.pooling = name, pooling
-        self.device = torch_setup(name, pooling, device)
-        model = load_checkpoint(checkpoint)
-        self.checkpoint = str(Path(checkpoint).expanduser().resolve())
+        model = self.open_checkpoint(name, pooling, device, checkpoint, load_checkpoint)
         self.cfg = model.cfg
         self.model = model.to(self.device)
         self.mel = LogMel(n_mels=self.cfg.n_mels).to(self.device)

@@ -10,9 +10,6 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from simsearch.encoders.base import torch_setup
 from simsearch.encoders.pieces import PieceEncoder
 
 
@@ -25,10 +22,7 @@ class PasstEncoder(PieceEncoder):
                  pooling: str = "mean"):
         from simsearch.encoders.passt_model import MelFrontEnd, load_checkpoint, min_samples
 
-        self.name, self.pooling = name, pooling
-        self.device = torch_setup(name, pooling, device)
-        model = load_checkpoint(checkpoint)
-        self.checkpoint = str(Path(checkpoint).expanduser().resolve())
+        model = self.open_checkpoint(name, pooling, device, checkpoint, load_checkpoint)
         self.cfg = model.cfg
         self.model = model.to(self.device)
         self.mel = MelFrontEnd(n_mels=self.cfg.n_mels).to(self.device)

@@ -5,10 +5,11 @@ A model with an AudioSet head also gives label probabilities, averaged over the 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 
-from simsearch.encoders.base import Encoder, FrameOutput
+from simsearch.encoders.base import Encoder, FrameOutput, torch_setup
 from simsearch.errors import SimsearchError
 
 PIECES_PER_CALL = 8  # pieces per forward pass, so memory stays bounded on long batches
@@ -21,6 +22,15 @@ class PieceEncoder(Encoder):
     window: int  # longest piece, in samples
     min_samples: int  # a shorter piece is zero-padded up to this (one patch or one STFT window)
     _class_names: list[str] = []
+
+    def open_checkpoint(self, name: str, pooling: str, device: str, checkpoint: str | None, load):
+        """The start every checkpoint-file encoder here shares: name, pooling and device set, `load(checkpoint)`
+        run (its result returned) and the checkpoint's resolved path recorded."""
+        self.name, self.pooling = name, pooling
+        self.device = torch_setup(name, pooling, device)
+        loaded = load(checkpoint)
+        self.checkpoint = str(Path(checkpoint).expanduser().resolve())
+        return loaded
 
     def features(self, wave):
         """The front end (log-mel, fbank) of same-length pieces [b, samples] on self.device, in fp32."""

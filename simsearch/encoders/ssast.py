@@ -14,9 +14,7 @@ checkpoint such as SSAST-Base-Patch-400.pth (--checkpoint FILE).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from simsearch.encoders.base import torch_setup
 from simsearch.encoders.checkpoint_file import load_strict, read_checkpoint
 from simsearch.encoders.vit_audio import FbankPieces
 from simsearch.errors import SimsearchError
@@ -121,10 +119,7 @@ class SsastEncoder(FbankPieces):
                  pooling: str = "mean"):
         from simsearch.encoders.vit_audio import samples_for_frames
 
-        self.name, self.pooling = name, pooling
-        self.device = torch_setup(name, pooling, device)
-        model, self.cfg = load_checkpoint(checkpoint)
-        self.checkpoint = str(Path(checkpoint).expanduser().resolve())
+        model, self.cfg = self.open_checkpoint(name, pooling, device, checkpoint, load_checkpoint)
         if self.cfg.input_fdim != 128:
             raise SimsearchError(f"SSAST checkpoint was pretrained on {self.cfg.input_fdim} mel bins; "
                                  "simsearch computes 128")
