@@ -37,12 +37,11 @@ import numpy as np
 from simsearch.encoders.base import Encoder, FrameOutput
 from simsearch.encoders.hub import (
     autocast_context,
-    default_checkpoint,
     embed_texts,
     load_config,
     load_model,
     load_text_processor,
-    resolve_checkpoint,
+    start_one_vector,
     to_device,
     to_numpy,
 )
@@ -58,14 +57,8 @@ class ClapEncoder(Encoder):
 
     def __init__(self, name: str = "clap", checkpoint: str | None = None, device: str = "cpu",
                  pooling: str = "mean", torch_features: bool | None = None, layer: int | None = None):
-        import torch
-
-        if layer is not None:
-            raise SimsearchError(f"{name}: the layer option is not supported (CLAP gives one projected clip vector)")
-        self.name, self.pooling = name, pooling
-        self.checkpoint = checkpoint or default_checkpoint(name)
-        self.device = torch.device(device)
-        source, local_only = resolve_checkpoint(name, self.checkpoint)
+        source, local_only = start_one_vector(self, name, checkpoint, device, pooling, layer,
+                                              "CLAP gives one projected clip vector")
         self.config = load_config(name, source, local_only, ("clap",))
         self.processor = load_text_processor(name, source, local_only, "ClapProcessor")
         self.feature_extractor, self.tokenizer = self.processor.feature_extractor, self.processor.tokenizer

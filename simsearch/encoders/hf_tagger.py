@@ -24,15 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from simsearch.encoders.base import Encoder, FrameOutput
-from simsearch.encoders.hub import (
-    autocast_context,
-    default_checkpoint,
-    load_config,
-    load_feature_extractor,
-    load_model,
-    resolve_checkpoint,
-    to_numpy,
-)
+from simsearch.encoders.hub import autocast_context, load_config, load_feature_extractor, load_model, start_one_vector, to_numpy
 from simsearch.errors import ModelNotFoundError, SimsearchError
 
 ACTIVATIONS = ("sigmoid", "softmax")
@@ -72,14 +64,8 @@ class HFTaggerEncoder(Encoder):
 
     def __init__(self, name: str = "hf-tagger", checkpoint: str | None = None, device: str = "cpu",
                  pooling: str = "mean", activation: str | None = None, layer: int | None = None):
-        import torch
-
-        if layer is not None:
-            raise SimsearchError(f"{name}: the layer option is not supported (the clip vector is what the head reads)")
-        self.name, self.pooling = name, pooling
-        self.checkpoint = checkpoint or default_checkpoint(name)
-        self.device = torch.device(device)
-        source, local_only = resolve_checkpoint(name, self.checkpoint)
+        source, local_only = start_one_vector(self, name, checkpoint, device, pooling, layer,
+                                              "the clip vector is what the head reads")
         self.config = cfg = load_config(name, source, local_only, classifier_types())
         if not getattr(cfg, "architectures", None) or not any("Classification" in a for a in cfg.architectures):
             raise ModelNotFoundError(

@@ -86,6 +86,21 @@ def resolve_checkpoint(name: str, checkpoint: str) -> tuple[str, bool]:
     return checkpoint, False
 
 
+def start_one_vector(enc, name: str, checkpoint: str | None, device: str, pooling: str, layer: int | None,
+                     why: str) -> tuple[str, bool]:
+    """The start of a hub encoder that gives one clip vector: no layer option (`why` says so), name, pooling,
+    checkpoint (the model's default when none is given) and device set; returns (source, local_only) as
+    resolve_checkpoint does."""
+    import torch
+
+    if layer is not None:
+        raise SimsearchError(f"{name}: the layer option is not supported ({why})")
+    enc.name, enc.pooling = name, pooling
+    enc.checkpoint = checkpoint or default_checkpoint(name)
+    enc.device = torch.device(device)
+    return resolve_checkpoint(name, enc.checkpoint)
+
+
 def not_found(name: str, checkpoint: str, local_only: bool, err: Exception, what: str) -> ModelNotFoundError:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if looks_like_path(checkpoint):

@@ -20,17 +20,15 @@ import numpy as np
 from simsearch.encoders.base import Encoder, FrameOutput
 from simsearch.encoders.hub import (
     autocast_context,
-    default_checkpoint,
     embed_texts,
     load_config,
     load_model,
     load_text_processor,
     not_found,
-    resolve_checkpoint,
+    start_one_vector,
     to_device,
     to_numpy,
 )
-from simsearch.errors import SimsearchError
 
 MODEL_TYPES = ("pe_audio", "pe_audio_video")  # an audio-video checkpoint holds the audio model's config and weights
 
@@ -44,14 +42,8 @@ class PeAudioEncoder(Encoder):
 
     def __init__(self, name: str = "pe-audio", checkpoint: str | None = None, device: str = "cpu",
                  pooling: str = "mean", layer: int | None = None):
-        import torch
-
-        if layer is not None:
-            raise SimsearchError(f"{name}: the layer option is not supported (PE-Audio gives one projected clip vector)")
-        self.name, self.pooling = name, pooling
-        self.checkpoint = checkpoint or default_checkpoint(name)
-        self.device = torch.device(device)
-        source, local_only = resolve_checkpoint(name, self.checkpoint)
+        source, local_only = start_one_vector(self, name, checkpoint, device, pooling, layer,
+                                              "PE-Audio gives one projected clip vector")
         self.config = load_config(name, source, local_only, MODEL_TYPES)
         if self.config.model_type != "pe_audio":
             self.config = _audio_config(name, source, local_only)
