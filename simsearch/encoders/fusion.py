@@ -115,7 +115,7 @@ class FusionEncoder(Encoder):
 
     def _part_dims(self) -> list[int]:
         maps = self.whitening or {}
-        return [maps[p.name].dim if m and p.name in maps else p.dim for p, m in zip(self.parts, self.whitened)]
+        return [maps[p.name].dim if p.name in maps else p.dim for p in self.parts]
 
     @property
     def dim(self) -> int:
