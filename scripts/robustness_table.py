@@ -1,6 +1,6 @@
 """Before/after table for docs/benchmarks.md: perturbation recovery and kNN-1 / probe accuracy per configuration.
 
-Each configuration is an encoder plus options (pooling, loudness, trim, bandwidth, noise_twin, fingerprint) as
+Each configuration is an encoder plus options (pooling, loudness, trim, bandwidth, noise_twin, room_twin, fingerprint) as
 `simsearch index` would record them. For each data set it reports, through the same embedding path as a search query:
 
 * robustness (simsearch.evaluation.robustness) on a seeded subset: rank-1 recovery and label mAP per perturbation;
@@ -11,7 +11,7 @@ Each configuration is an encoder plus options (pooling, loudness, trim, bandwidt
     python scripts/robustness_table.py --out /tmp/robust-table \
         --config 'before=yamnet:loudness=off,pooling=mean' --config 'after=yamnet'
 
-Configurations: NAME=ENCODER[:key=value,...] (keys: pooling, loudness, trim, bandwidth, noise_twin, fingerprint,
+Configurations: NAME=ENCODER[:key=value,...] (keys: pooling, loudness, trim, bandwidth, noise_twin, room_twin, fingerprint,
 backend: one name, e.g. backend=onnx-s8); a key left out takes `simsearch index`'s default
 (IndexOptions), `loudness=off` / `trim=off` switch those off, `fingerprint=off` ranks by cosine alone (an index
 made with --no-fingerprint), `fingerprint=pairs|triplets|both` picks the landmark kind (--landmarks).
@@ -58,7 +58,7 @@ def parse_config(text: str) -> tuple[str, str, dict, str | None]:
     kv = dict(p.split("=", 1) for p in opts.split(",") if p)
     io = IndexOptions(encoder=encoder, pooling=kv.pop("pooling", None), loudness=kv.pop("loudness", None),
                       trim=kv.pop("trim", None), bandwidth=kv.pop("bandwidth", None),
-                      noise_twin=kv.pop("noise_twin", None), backend=kv.pop("backend", None))
+                      noise_twin=kv.pop("noise_twin", None), room_twin=kv.pop("room_twin", None), backend=kv.pop("backend", None))
     kind = kv.pop("fingerprint", "on")
     landmarks = None if kind == "off" else landmark_kinds.DEFAULT if kind == "on" else kind
     if landmarks is not None:

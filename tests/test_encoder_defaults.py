@@ -26,7 +26,7 @@ from simsearch.indexing.options import IndexOptions  # noqa: E402
 from simsearch.search.index import Index  # noqa: E402
 from simsearch.vectors import normalize  # noqa: E402
 
-MEASURED = {"loudness": -40.0, "trim": 40.0, "bandwidth": None, "noise_twin": None}
+MEASURED = {"loudness": -40.0, "trim": 40.0, "bandwidth": None, "noise_twin": None, "room_twin": None}
 REFERENCE = dict.fromkeys(MEASURED)
 
 

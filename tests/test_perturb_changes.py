@@ -6,7 +6,19 @@ import numpy as np
 import pytest
 from conftest import tone
 
-from simsearch.audio.perturb import GROUPS, PERTURBATIONS, mix_in, perturb, pitch_shift, reverb, rms, speed, stretch
+from simsearch.audio.perturb import (
+    GROUPS,
+    PERTURBATIONS,
+    mix_in,
+    perturb,
+    pitch_shift,
+    reverb,
+    rms,
+    room_recording,
+    simulated_room,
+    speed,
+    stretch,
+)
 from simsearch.errors import SimsearchError
 from simsearch.evaluation.robustness import RobustnessRun, perturbation_names, recovery, run_robustness, same_claims
 
@@ -78,6 +90,34 @@ def test_reverb_keeps_length_and_level_and_leaves_a_decaying_tail():
     assert 20 * np.log10(energy[0] / energy[5]) == pytest.approx(50, abs=8)  # 60 dB per 0.6 s, 0.5 s apart
 
 
+def test_simulated_room_starts_with_the_direct_sound_and_decays_at_its_reverb_time():
+    """The room (pyroomacoustics image sources) is direct sound, then reflections and a tail that falls about
+    60 dB in the asked reverb time; rooms differ, and each is the same every time it is asked for."""
+    sr = 16000
+    ir = simulated_room(sr, 3)
+    assert np.sum(ir.astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-4)
+    assert int(np.argmax(np.abs(ir))) == 64  # the direct sound, 64 samples in: no delay added to a copy
+    np.testing.assert_array_equal(ir, simulated_room(sr, 3))
+    assert len(ir) != len(simulated_room(sr, 4)) or not np.array_equal(ir, simulated_room(sr, 4))
+    tail = np.cumsum((ir.astype(np.float64) ** 2)[::-1])[::-1]  # Schroeder backward integration
+    decay_db = 10 * np.log10(tail / tail[0])
+    t20 = np.argmax(decay_db < -25) - np.argmax(decay_db < -5)  # the -5 to -25 dB slope, x3 for 60 dB
+    assert 3 * t20 / sr == pytest.approx(0.6, rel=0.5)
+    shorter = simulated_room(sr, 3, rt60=0.3)
+    assert len(shorter) < len(ir)
+
+
+def test_room_recording_keeps_length_and_level_and_smears_a_click():
+    click = np.zeros(16000, np.float32)
+    click[100] = 1.0
+    y = room_recording(click, 16000, np.random.default_rng(0))
+    assert len(y) == len(click) and rms(y) == pytest.approx(rms(click), rel=1e-4)
+    assert np.abs(y).argmax() == 100 + 64  # the direct sound 64 samples (its delay filter's lead) after the click
+    assert np.count_nonzero(np.abs(y) > 1e-4) > 2000  # ... and reflections follow it
+    np.testing.assert_array_equal(room_recording(click, 16000, None, room=5), room_recording(click, 16000, None, room=5))
+    assert room_recording(np.zeros(0, np.float32), 16000, None, room=5).size == 0
+
+
 def test_groups_names_and_all():
     assert GROUPS["everyday"] == perturbation_names(None) and len(GROUPS["everyday"]) == 10
     assert perturbation_names(["all"]) == list(PERTURBATIONS)
@@ -111,3 +151,25 @@ def test_robustness_mixes_other_clips_and_reports_same_claims(class_folder):
     assert r.rows["clean"]["pairs"] == 12 * 11 and 0.0 <= r.summary()["false_same"] <= 1.0
     with pytest.raises(SimsearchError, match="--speech"):
         run_robustness(class_folder, RobustnessRun(encoder="spectral", perturbations=["speech5"], progress=False))
+
+
+def test_robustness_asks_plain_queries_of_rows_with_a_room_twin(class_folder):
+    """With a room twin only the rows carry the room view: the clean originals, asked as queries, are embedded
+    plain, so their cosine to their own rows drops below 1 while most still come back first."""
+    run = RobustnessRun(encoder="spectral", perturbations=["room0.6"], progress=False, fingerprint=False)
+    plain = run_robustness(class_folder, run)
+    assert plain.rows["clean"]["cosine"] == pytest.approx(1.0, abs=1e-5)
+    twin = run_robustness(class_folder, RobustnessRun(**{**run.__dict__, "options": {"room_twin": 0.5}}))
+    assert 0.9 < twin.rows["clean"]["cosine"] < 0.999 and twin.rows["clean"]["rank1"] > 0.75
+    assert twin.info["encoder"]["room_twin"] == 0.5 and set(twin.rows) == {"clean", "room0.6"}
+
+
+def test_excerpt_keeps_the_middle_two_seconds():
+    x = np.arange(5 * SR, dtype=np.float32)
+    y = perturb("excerpt2", x, SR)
+    assert len(y) == 2 * SR and y[0] == (5 * SR - 2 * SR) // 2
+    short = np.ones(SR, np.float32)
+    np.testing.assert_array_equal(perturb("excerpt2", short, SR), short)
+    assert GROUPS["hard"] == ["white0", "excerpt2"]
+    loud = perturb("white0", tone(440, 1.0, SR, noise=0.0), SR)
+    assert rms(loud - tone(440, 1.0, SR, noise=0.0)) == pytest.approx(rms(tone(440, 1.0, SR, noise=0.0)), rel=1e-3)

@@ -229,6 +229,30 @@ def test_noise_twin_adds_a_fixed_noisy_view_to_every_clip():
     assert cos(twin.embed_audio(copy), got[:1]) > cos(plain.embed_audio(copy), plain.embed_audio(x[:1]))
 
 
+def test_room_twin_is_a_row_view_that_queries_leave_out(tmp_path):
+    """With room_twin a row's vector is the sum of its normalised plain and simulated-room views; a query is
+    embedded plain, and a copy recorded in another room lands closer to its row than without the twin."""
+    from simsearch.audio.perturb import room_recording
+    from simsearch.encoders.base import TWIN_ROOM
+
+    plain = get_encoder("spectral", device="cpu")
+    twin = get_encoder("spectral", device="cpu", room_twin=0.5)
+    assert twin.describe()["room_twin"] == 0.5
+    x = [resample(music(1.5), SR, 16000), tone(300, 1.0, 16000)]
+    room = [room_recording(c, 16000, None, 0.5, room=TWIN_ROOM) for c in x]
+    expected = faiss_ops.normalize(plain.embed_audio(x)) + faiss_ops.normalize(plain.embed_audio(room))
+    rows = twin.embed_audio(x)
+    np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(twin.embed_audio(x, query=True), plain.embed_audio(x), rtol=1e-6)
+    copy = [room_recording(x[0], 16000, None, 0.6, room=2)]  # another room, another reverb time
+    cos = lambda a, b: float(faiss_ops.normalize(a)[0] @ faiss_ops.normalize(b)[0])  # noqa: E731
+    assert cos(twin.embed_audio(copy, query=True), rows[:1]) > cos(plain.embed_audio(copy), plain.embed_audio(x[:1]))
+    fused = get_encoder("spectral+onset-envelope", device="cpu", room_twin=0.5)
+    assert not np.allclose(fused.embed_audio(x), fused.embed_audio(x, query=True))  # the parts pass `query` on
+    with pytest.raises(SimsearchError, match="room_twin"):
+        get_encoder("spectral", room_twin=10)
+
+
 def test_index_records_noise_twin_and_queries_use_it(class_folder, tmp_path, capsys):
     from simsearch.search.index import Index
 

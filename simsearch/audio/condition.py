@@ -16,9 +16,11 @@ DEFAULT_BANDWIDTH_HZ: float | None = None
 # A pink-noise twin (`--noise-twin 15`) makes search much more robust to noise but doubles the encoder's work and
 # lowered Sonic Pi kNN-10 a little (docs/benchmarks.md), so it is offered, not the default.
 DEFAULT_NOISE_TWIN_DB: float | None = None
+# A room twin (`--room-twin 0.5`): the same trade for reverb (a copy recorded across a room).
+DEFAULT_ROOM_TWIN_S: float | None = None
 # option -> its measured value (see Encoder.condition); the keys are every conditioning option there is
 CONDITIONING = {"loudness": DEFAULT_LOUDNESS_DB, "trim": DEFAULT_TRIM_DB, "bandwidth": DEFAULT_BANDWIDTH_HZ,
-                "noise_twin": DEFAULT_NOISE_TWIN_DB}
+                "noise_twin": DEFAULT_NOISE_TWIN_DB, "room_twin": DEFAULT_ROOM_TWIN_S}
 # The model's reference input: the clip as decoded, nothing changed (what a pretrained model's own code feeds it).
 REFERENCE_INPUT: dict[str, float | None] = dict.fromkeys(CONDITIONING)
 

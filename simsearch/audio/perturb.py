@@ -1,5 +1,6 @@
 """Changes a query can go through, seeded: everyday ones (level, noise, codec, band limit, offset, crop), pitch,
-tempo and speed changes, another recording mixed in, and room reverb.
+tempo and speed changes, another recording mixed in, room reverb, and hard ones (white noise as loud as the clip,
+a 2-s excerpt).
 
 Every perturbation maps (mono float32 waveform, sample rate, rng) to a new waveform at the same
 rate, so a robustness run can check that the original still comes back first; the mixes also take the other
@@ -8,6 +9,7 @@ change more than the level. Pitch and tempo use torchaudio's phase vocoder, spee
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ MP3_KBPS = 64
 LOWPASS_RATE = 8000  # resample down to this and back: nothing above 4 kHz survives
 VOCODER_S = 0.046  # phase-vocoder window (about 2048 samples at 44.1 kHz): long enough for the pitch of music
 RT60_S = 0.6  # reverb time of the synthetic room: a living room or a small classroom
+ROOMS = 8  # simulated rooms a copy draws from (each takes about a second to simulate, so they are made once)
+ROOM_DISTANCE_M = (1.0, 3.0)  # source to microphone: a phone or a laptop across a room from the sound
 
 
 def rms(x: np.ndarray) -> float:
@@ -124,6 +128,13 @@ def crop(x: np.ndarray, fraction: float = 0.6) -> np.ndarray:
     return x[: max(1, int(round(len(x) * fraction)))].astype(np.float32)
 
 
+def excerpt(x: np.ndarray, sr: int, seconds: float = 2.0) -> np.ndarray:
+    """The middle `seconds` of the clip (all of a shorter one), as a snippet cut from a longer recording."""
+    n = int(round(seconds * sr))
+    start = max(0, (len(x) - n) // 2)
+    return x[start:start + n].astype(np.float32)
+
+
 def stretch(x: np.ndarray, sr: int, rate: float) -> np.ndarray:
     """Phase-vocoder time stretch (torchaudio TimeStretch): `rate` > 1 plays faster and shorter, pitch kept."""
     import torch
@@ -168,14 +179,55 @@ def room_impulse(sr: int, rng: np.random.Generator, rt60: float = RT60_S) -> np.
     return (ir / np.sqrt(np.sum(ir**2))).astype(np.float32)
 
 
-def reverb(x: np.ndarray, sr: int, rng: np.random.Generator, rt60: float = RT60_S) -> np.ndarray:
-    """Convolve with a synthetic room (scipy), same length and RMS as the dry clip."""
+def convolve_same_level(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """The clip through an impulse response (scipy), cut to the dry clip's length and scaled to its RMS."""
     from scipy.signal import fftconvolve
 
     if not x.size:
         return x.astype(np.float32)
-    y = fftconvolve(x.astype(np.float64), room_impulse(sr, rng, rt60))[: len(x)]
+    y = fftconvolve(x.astype(np.float64), ir)[: len(x)]
     return (y * (rms(x) / (rms(y) or 1.0))).astype(np.float32)
+
+
+def reverb(x: np.ndarray, sr: int, rng: np.random.Generator, rt60: float = RT60_S) -> np.ndarray:
+    """Convolve with a synthetic diffuse room, same length and RMS as the dry clip."""
+    return convolve_same_level(x, room_impulse(sr, rng, rt60))
+
+
+@functools.lru_cache(maxsize=2 * ROOMS)
+def simulated_room(sr: int, k: int, rt60: float = RT60_S) -> np.ndarray:
+    """Impulse response of shoebox room `k` (pyroomacoustics, image sources): walls absorbing for reverb time
+    `rt60` (Sabine), a seeded size from 4x3x2.5 m to 8x6x3.2 m, a microphone 1-3 m from the source; direct sound
+    first, then early reflections and the tail, unit energy."""
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng(k)
+    dims = rng.uniform([4.0, 3.0, 2.5], [8.0, 6.0, 3.2])
+    absorption, max_order = pra.inverse_sabine(rt60, dims)
+    room = pra.ShoeBox(dims, fs=sr, materials=pra.Material(absorption), max_order=max_order)
+    source = rng.uniform(0.5, dims - 0.5)
+    while True:  # a microphone in the room, at a distance in ROOM_DISTANCE_M from the source
+        direction = rng.standard_normal(3)
+        mic = source + direction / np.linalg.norm(direction) * rng.uniform(*ROOM_DISTANCE_M)
+        if np.all(mic > 0.3) and np.all(mic < dims - 0.3):
+            break
+    room.add_source(source)
+    room.add_microphone(mic)
+    room.compute_rir()
+    ir = np.asarray(room.rir[0][0], np.float64)
+    ir = ir[max(int(np.argmax(np.abs(ir))) - 64, 0):]  # start 64 samples (the delay filter's lead) before the direct
+    # sound: the distance adds no delay to a copy
+    return (ir / np.sqrt(np.sum(ir**2))).astype(np.float32)
+
+
+def room_recording(x: np.ndarray, sr: int, rng: np.random.Generator | None, rt60: float = RT60_S,
+                   room: int | None = None) -> np.ndarray:
+    """Play the clip in simulated room `room` (None: one of ROOMS drawn with rng) and record it (direct sound,
+    reflections, tail), same length and RMS as the dry clip."""
+    if not x.size:
+        return x.astype(np.float32)
+    k = int(rng.integers(ROOMS)) if room is None else room
+    return convolve_same_level(x, simulated_room(sr, k, rt60))
 
 
 @dataclass(frozen=True)
@@ -210,9 +262,17 @@ PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in [
     *[Perturbation(f"{kind}{snr}", lambda x, sr, rng, other, snr=snr: mix_in(x, other, snr, rng),
                    f"another {kind} recording mixed in, {snr} dB SNR", "mix", kind)
       for kind in ("speech", "music") for snr in (5, 0)],
-    Perturbation("reverb0.6", lambda x, sr, rng: reverb(x, sr, rng), "synthetic room, RT60 0.6 s", "room"),
+    Perturbation("reverb0.6", lambda x, sr, rng: reverb(x, sr, rng), "diffuse tail only, RT60 0.6 s, no direct "
+                 "sound", "room"),
+    Perturbation("room0.6", lambda x, sr, rng: room_recording(x, sr, rng), "simulated room, RT60 0.6 s, "
+                 "microphone 1-3 m away", "room"),
 ]}
-GROUPS = {g: [n for n, p in PERTURBATIONS.items() if p.group == g] for g in ("everyday", "pitch-tempo", "mix", "room")}
+PERTURBATIONS.update({p.name: p for p in [  # added later: appended, so the seeds of the ones above stay the same
+    Perturbation("white0", lambda x, sr, rng: add_noise(x, 0.0, rng, "white"), "white noise, 0 dB SNR", "hard"),
+    Perturbation("excerpt2", lambda x, sr, rng: excerpt(x, sr, 2.0), "2 s from the middle", "hard"),
+]})
+GROUPS = {g: [n for n, p in PERTURBATIONS.items() if p.group == g]
+          for g in ("everyday", "pitch-tempo", "mix", "room", "hard")}
 
 
 def perturb(name: str, x: np.ndarray, sr: int, seed: int = 0, other: np.ndarray | None = None) -> np.ndarray:

@@ -230,8 +230,10 @@ def finetune_files(paths: Sequence[str], labels: Sequence, out: str | Path, sett
     out = Path(out)
     if settings.conditioning is None:
         settings.conditioning = default_conditioning(settings.encoder)
-    if settings.conditioning.get("noise_twin") is not None:
-        raise SimsearchError("fine-tuning does not train the noise twin; use --noise-twin off")
+    for twin in ("noise_twin", "room_twin"):
+        if settings.conditioning.get(twin) is not None:
+            flag = "--" + twin.replace("_", "-")
+            raise SimsearchError(f"fine-tuning does not train the {twin.replace('_', ' ')}; use {flag} off")
     done = _start(out, settings, paths, labels)
     if done is not None:
         return done

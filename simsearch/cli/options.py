@@ -9,6 +9,8 @@ CONDITIONING_FLAGS = {  # dest -> (flag, help)
     "bandwidth": ("--bandwidth", "low-pass every clip to this many Hz"),
     "noise_twin": ("--noise-twin", "embed a pink-noise copy at this SNR in dB beside each clip (more robust to "
                                    "noise, twice the work)"),
+    "room_twin": ("--room-twin", "embed a copy played in a simulated room with this reverb time in seconds beside "
+                                 "each clip (more robust to reverb, one more pass)"),
 }
 
 
@@ -23,7 +25,7 @@ def parse_db(value: str) -> float | str:
 
 
 def add_conditioning_flags(parser: argparse.ArgumentParser) -> None:
-    """--loudness / --trim / --bandwidth / --noise-twin, each a number or 'off'; left out: the encoder's own default
+    """--loudness / --trim / --bandwidth / --noise-twin / --room-twin, each a number or 'off'; left out: the encoder's own default
     (simsearch.encoders.default_conditioning), or on resume the index's."""
     from simsearch.audio.condition import CONDITIONING
     from simsearch.encoders import SPECS

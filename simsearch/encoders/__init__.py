@@ -125,6 +125,7 @@ BASE_OPTION_RANGES = {
     "trim": ("a level difference in dB", "40", 1.0, 100.0),
     "bandwidth": ("a frequency in Hz", "4000", 500.0, 48000.0),
     "noise_twin": ("a signal-to-noise ratio in dB", "15", 0.0, 60.0),
+    "room_twin": ("a reverb time in seconds", "0.5", 0.1, 3.0),
 }
 
 
@@ -174,7 +175,7 @@ def default_conditioning(name: str) -> dict:
 def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", **options) -> Encoder:
     """Build the named encoder ('a+b' fuses several) on its backend (backends.py; "auto": the fastest for the
     device); options (pooling, layer, ...) go to its constructor,
-    BASE_OPTIONS (conditioning: loudness, trim, bandwidth, noise_twin) to the base class. A conditioning option
+    BASE_OPTIONS (conditioning: loudness, trim, bandwidth, twins) to the base class. A conditioning option
     left out is off: callers that want an encoder's default pass default_conditioning(name)."""
     if "+" in name:
         from simsearch.encoders.fusion import FusionEncoder

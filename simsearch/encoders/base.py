@@ -8,8 +8,9 @@ import numpy as np
 from simsearch.audio.condition import band_limit, normalize_loudness, trim_silence
 
 POOLINGS = ("mean", "meanstd", "gem")
-BASE_OPTIONS = ("loudness", "trim", "bandwidth", "noise_twin")  # applied here, for every encoder
+BASE_OPTIONS = ("loudness", "trim", "bandwidth", "noise_twin", "room_twin")  # applied here, for every encoder
 TWIN_SEED = 0  # the same pink-noise sequence for every clip, so a clip's vector depends on the clip alone
+TWIN_ROOM = 1000  # the one simulated room of the room twin (perturb.simulated_room), not one the harness draws
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Encoder:
     trim: float | None = None  # cut lead-in / tail more than this many dB under the gated level; None: keep
     bandwidth: float | None = None  # low-pass (Hz) every clip to, so band-limited copies match; None: full band
     noise_twin: float | None = None  # SNR (dB) of a pink-noise copy embedded beside each clip; None: no twin
+    room_twin: float | None = None  # reverb time (s) of a simulated-room copy embedded beside each clip; None: none
     backend: str | None = None  # runtime of a model that has several (simsearch.encoders.backends); None: one runtime
 
     @property
@@ -74,27 +76,38 @@ class Encoder:
         """Frame-level features; encoders with only a clip vector return T=1."""
         raise NotImplementedError
 
-    def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Pooled embedding plus any side outputs (e.g. tag scores), one row per clip."""
+    def embed_batch(self, batch: list[np.ndarray], query: bool = False) -> dict[str, np.ndarray]:
+        """Pooled embedding plus any side outputs (e.g. tag scores), one row per clip; a query leaves out the
+        views only index rows carry (the room twin)."""
         batch = [self.condition(x) for x in batch]
         n = int(self.min_seconds * self.sample_rate)
         batch = [x if len(x) >= n else np.pad(x, (0, n - len(x))) for x in batch]
         out = self.embed_frames(batch)
         emb = pool_frames(out.frames, out.mask, self.pooling)
-        if self.noise_twin is not None:
+        twins = self.twin_views(batch, query)
+        if twins:
             from simsearch.vectors import normalize
 
-            emb = normalize(emb) + normalize(self.embed_twin(batch))
+            emb = normalize(emb)
+            for views in twins:
+                out_twin = self.embed_frames(views)
+                emb = emb + normalize(pool_frames(out_twin.frames, out_twin.mask, self.pooling))
         return {"embedding": emb, **out.extras}
 
-    def embed_twin(self, batch: list[np.ndarray]) -> np.ndarray:
-        """Pooled vectors of the clips with fixed pink noise at `noise_twin` dB SNR added: a clip and a noisy copy
-        of it then share half their vector, so noise moves a query less far from its original."""
-        from simsearch.audio.perturb import add_noise
+    def twin_views(self, batch: list[np.ndarray], query: bool = False) -> list[list[np.ndarray]]:
+        """Fixed changed copies of the clips embedded beside them: pink noise at `noise_twin` dB SNR (rows and
+        queries), the clip played in one simulated room of `room_twin` s reverb time (rows only: a plain query then
+        finds both a row's dry and its room view, and measured better than twinning the query too). A clip and a
+        changed copy of it then share part of their vector, so the change moves a query less far from its
+        original."""
+        from simsearch.audio.perturb import add_noise, room_recording
 
-        noisy = [add_noise(x, self.noise_twin, np.random.default_rng(TWIN_SEED), "pink") for x in batch]
-        out = self.embed_frames(noisy)
-        return pool_frames(out.frames, out.mask, self.pooling)
+        views = []
+        if self.noise_twin is not None:
+            views.append([add_noise(x, self.noise_twin, np.random.default_rng(TWIN_SEED), "pink") for x in batch])
+        if self.room_twin is not None and not query:
+            views.append([room_recording(x, self.sample_rate, None, self.room_twin, room=TWIN_ROOM) for x in batch])
+        return views
 
     def condition(self, x: np.ndarray) -> np.ndarray:
         """The same extent, band and level for every copy of a sound: trim silence, band-limit, normalise loudness."""
@@ -106,9 +119,9 @@ class Encoder:
             x = normalize_loudness(x, self.sample_rate, self.loudness)
         return x
 
-    def embed_audio(self, batch: list[np.ndarray]) -> np.ndarray:
+    def embed_audio(self, batch: list[np.ndarray], query: bool = False) -> np.ndarray:
         """Clip embeddings [B, dim] float32 (not normalised; the index normalises)."""
-        return self.embed_batch(batch)["embedding"]
+        return self.embed_batch(batch, query)["embedding"]
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Text embeddings in the audio space, for audio-text models only."""
@@ -126,6 +139,7 @@ class Encoder:
             "trim": self.trim,
             "bandwidth": self.bandwidth,
             "noise_twin": self.noise_twin,
+            "room_twin": self.room_twin,
             "text_space": self.text_space,
             "backend": self.backend,
             "precision": self.precision,

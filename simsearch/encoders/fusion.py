@@ -124,7 +124,7 @@ class FusionEncoder(Encoder):
     def embed_frames(self, batch: list[np.ndarray]) -> FrameOutput:
         raise NotImplementedError("a fused encoder has no common frame rate; use embed_batch")
 
-    def part_vectors(self, batch: list[np.ndarray], only: list[str] | None = None
+    def part_vectors(self, batch: list[np.ndarray], only: list[str] | None = None, query: bool = False
                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Each part's (or only the named parts') normalised clip vectors at its own rate, before whitening and
         weights, and the extras."""
@@ -132,20 +132,20 @@ class FusionEncoder(Encoder):
         for part in self.parts:
             if only is not None and part.name not in only:
                 continue
-            out = part.embed_batch([resample(x, self.sample_rate, part.sample_rate) for x in batch])
+            out = part.embed_batch([resample(x, self.sample_rate, part.sample_rate) for x in batch], query)
             vectors[part.name] = normalize(out.pop("embedding"))
             for key, value in out.items():
                 extras[key if key not in extras else f"{part.name}_{key}"] = value
         return vectors, extras
 
-    def embed_batch(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
+    def embed_batch(self, batch: list[np.ndarray], query: bool = False) -> dict[str, np.ndarray]:
         """Each part embeds the clips at its own rate; vectors normalised (whitened where asked), weighted and
         concatenated, extras merged."""
         if self.whitening is None and any(self.whitened):
             raise SimsearchError(f"{self.name!r} whitens {', '.join(self.whitened_parts)} with a map fitted to a "
                                  "collection, and none is loaded: index a collection with it (the first run fits "
                                  "the map) or search an index made with it")
-        vectors, extras = self.part_vectors(batch)
+        vectors, extras = self.part_vectors(batch, query=query)
         out = [scale * (self.whitening[p.name].apply(vectors[p.name]) if m else vectors[p.name])
                for p, m, scale in zip(self.parts, self.whitened, self.scales)]
         return {"embedding": np.concatenate(out, axis=1).astype(np.float32), **extras}

@@ -140,17 +140,23 @@ def clip_seed(seed: int, clip: int, perturbation: str) -> int:
     return int(np.random.SeedSequence([seed, clip, j]).generate_state(1)[0])
 
 
+def row_only_views(enc: Encoder) -> bool:
+    """Whether index rows of this encoder carry a view its queries leave out (Encoder.twin_views)."""
+    return any(getattr(p, "room_twin", None) is not None for p in getattr(enc, "parts", [enc]))
+
+
 def embed_clips(enc: Encoder, waves: Sequence[np.ndarray], rates: Sequence[int], window_s: float = DEFAULT_WINDOW_S,
-                hop_s: float | None = None, batch_size: int = 16) -> np.ndarray:
-    """One normalised vector per clip, as Index.embed_clip makes a query's: windows, normalise, mean, normalise
-    (batched across many clips, without an index folder)."""
+                hop_s: float | None = None, batch_size: int = 16, query: bool = False) -> np.ndarray:
+    """One normalised vector per clip, as an index row (or, with `query`, as a query) is made: windows, normalise,
+    mean, normalise (batched across many clips, without an index folder)."""
     owner, pending = [], []
     for i, (x, sr) in enumerate(zip(waves, rates)):
         y = resample(x, sr, enc.sample_rate)
         for w in split_windows(y, enc.sample_rate, window_s, hop_s):
             owner.append(i)
             pending.append(w.samples)
-    emb = np.concatenate([enc.embed_audio(pending[s:s + batch_size]) for s in range(0, len(pending), batch_size)])
+    emb = np.concatenate([enc.embed_audio(pending[s:s + batch_size], query)
+                          for s in range(0, len(pending), batch_size)])
     return pooled(emb, np.asarray(owner))
 
 
@@ -178,10 +184,12 @@ def recovery(originals: np.ndarray, copies: np.ndarray, labels: Sequence[str], m
     return out
 
 
-def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None) -> float:
-    """Leave-one-out P@1 by label among the originals, ranked as search ranks them: shows whether the landmark
-    bonus (meant for copies of one recording) disturbs the neighbours of clips that are different recordings."""
-    sims = fuse(originals @ originals.T, match)
+def neighbour_accuracy(originals: np.ndarray, labels: Sequence[str], match: np.ndarray | None = None,
+                       queries: np.ndarray | None = None) -> float:
+    """Leave-one-out P@1 by label among the originals (each asked as a query: `queries`, by default the originals
+    themselves), ranked as search ranks them: shows whether the landmark bonus (meant for copies of one recording)
+    disturbs the neighbours of clips that are different recordings."""
+    sims = fuse((originals if queries is None else queries) @ originals.T, match)
     np.fill_diagonal(sims, -np.inf)
     labels = np.asarray(labels)
     return float((labels[sims.argmax(axis=1)] == labels).mean())
@@ -277,16 +285,18 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
     enc = enc or get_encoder(run.encoder, run.checkpoint, run.device, **options)
     labels = [c.label for c in clips]
     rates = [c.sample_rate for c in clips]
-    embed: Callable[[list[np.ndarray]], np.ndarray] = lambda waves: embed_clips(  # noqa: E731
-        enc, waves, rates, run.window_s, run.hop_s, run.batch_size)
+    embed: Callable[..., np.ndarray] = lambda waves, query=True: embed_clips(  # noqa: E731
+        enc, waves, rates, run.window_s, run.hop_s, run.batch_size, query)
     bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not run.progress)
-    originals = embed([c.samples for c in clips])
+    originals = embed([c.samples for c in clips], query=False)
+    # the originals as queries: the same vectors unless rows carry a view queries leave out (the room twin)
+    clean = embed([c.samples for c in clips]) if row_only_views(enc) else originals
     marks = landmark_kinds.module(run.landmarks)
     table = landmark_kinds.table_class(run.landmarks).build([marks.index_landmarks(c.samples, c.sample_rate)
                                                              for c in clips]) if run.fingerprint else None
     clean_match = match_scores(table, [c.samples for c in clips], rates, marks.query_landmarks)
-    rows = {"clean": {**recovery(originals, originals, labels, clean_match),
-                      "loo_p1": neighbour_accuracy(originals, labels, clean_match)}}
+    rows = {"clean": {**recovery(originals, clean, labels, clean_match),
+                      "loo_p1": neighbour_accuracy(originals, labels, clean_match, clean)}}
     if clean_match is not None:
         rows["clean"].update(same_claims(clean_match))
     pools = {k: load_backgrounds(getattr(run, k), src, run.seed) for k in kinds}

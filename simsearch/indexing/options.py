@@ -44,6 +44,7 @@ class IndexOptions:
     trim: float | str | dict | None = None  # dB under the gated level
     bandwidth: float | str | dict | None = None  # low-pass Hz
     noise_twin: float | str | dict | None = None  # twin SNR dB
+    room_twin: float | str | dict | None = None  # twin room's reverb time, seconds
     fingerprint: bool | None = None  # keep landmark fingerprints per row; None: the index's choice, else True
     landmarks: str | None = None  # their kind, pairs|triplets (audio.landmark_kinds); None: the index's, else DEFAULT
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)

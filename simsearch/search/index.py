@@ -51,7 +51,7 @@ def embed_query(enc: Encoder, info: dict, x: np.ndarray) -> tuple[np.ndarray, di
     """A decoded query as the index sees it: windows as in the index, (normalised mean of their embeddings [D],
     mean side outputs, the window embeddings [T, D]); never one giant batch through the model."""
     windows = split_windows(x, enc.sample_rate, info.get("window_s") or 10.0, info.get("hop_s"))
-    parts = [enc.embed_batch([w.samples for w in windows[i:i + QUERY_BATCH]])
+    parts = [enc.embed_batch([w.samples for w in windows[i:i + QUERY_BATCH]], query=True)
              for i in range(0, len(windows), QUERY_BATCH)]
     out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
     extras = {k: np.asarray(v, np.float32).mean(axis=0) for k, v in out.items() if k != "embedding"}
