@@ -269,6 +269,20 @@ def test_index_records_noise_twin_and_queries_use_it(class_folder, tmp_path, cap
                  "--noise-twin", "off"]) == 2  # another vector space: refused, not mixed
 
 
+def test_index_records_room_twin_and_queries_leave_it_out(class_folder, tmp_path, capsys):
+    from simsearch.search.index import Index
+
+    out = tmp_path / "ix"
+    assert main(["index", str(class_folder), "--out", str(out), "--encoder", "spectral", "-q", "--workers", "1",
+                 "--room-twin", "0.5", "--no-fingerprint"]) == 0
+    assert json.loads((out / "index.json").read_text())["encoder"]["options"]["room_twin"] == 0.5
+    assert Index.open(out).encoder.room_twin == 0.5
+    capsys.readouterr()
+    assert main(["search", str(out), "--audio", str(class_folder / "high/high1.flac"), "-k", "1", "--json"]) == 0
+    hit = json.loads(capsys.readouterr().out)[0]
+    assert hit["path"].endswith("high1.flac") and 0.9 < hit["score"] < 0.999  # a plain query against dry + room
+
+
 # ---------------------------------------------------------------- fusion
 
 
