@@ -4,8 +4,8 @@
 
 The app runs in its own process (`simsearch serve`, as deployed); the clients run in --client-procs processes
 of threads, so the load generator's own Python work does not share the server's interpreter. Each client is its
-own connection (Gradio's REST API by hand, or --client gradio_client) looping over distinct clips; the loop is
-bounded by the deadline and stops by itself.
+own connection (Gradio's REST API by hand, --client gradio_client, or --client v1: the app's plain endpoint)
+looping over distinct clips; the loop is bounded by the deadline and stops by itself.
 Prints requests, failures, throughput and latency percentiles as a table.
 """
 from __future__ import annotations
@@ -54,13 +54,28 @@ class HttpClient:
         raise RuntimeError("the event stream ended without an answer")
 
 
+class PlainClient:
+    """The app's plain /v1/search_audio endpoint (simsearch/app/rest.py): one POST with the clip as its body."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/v1", timeout=120)
+
+    def predict(self, clip: str, k: int, name: str) -> str:
+        r = self.http.post("/search_audio", params={"k": k, "index": name}, content=Path(clip).read_bytes())
+        if r.status_code != 200:
+            raise RuntimeError(f"app error {r.status_code}: {r.text[:160]}")
+        return r.text
+
+
 def client_loop(url: str, clips: list[str], i: int, stride: int, k: int, name: str, deadline: float,
                 out: list, lock: threading.Lock, kind: str = "http") -> None:
     """One client: its own connection, calling search_audio on distinct clips until the deadline."""
     from gradio_client import Client, handle_file
 
-    if kind == "http":
-        client = HttpClient(url)
+    if kind in ("http", "v1"):
+        client = HttpClient(url) if kind == "http" else PlainClient(url)
         call = client.predict
     else:
         client = Client(url, verbose=False, download_files=False, analytics_enabled=False)
@@ -126,8 +141,9 @@ def main() -> int:
     p.add_argument("--url", help="load an app already running here instead of starting one")
     p.add_argument("--api-only", action="store_true", help="start the app without its web page (serve --api-only)")
     p.add_argument("--client-procs", type=int, default=4, help="processes the client threads are spread over")
-    p.add_argument("--client", choices=["http", "gradio_client"], default="http",
-                   help="http: Gradio's REST API by hand (light); gradio_client: the official client (heavy on CPU)")
+    p.add_argument("--client", choices=["http", "gradio_client", "v1"], default="http",
+                   help="http: Gradio's REST API by hand (light); gradio_client: the official client (heavy on CPU); "
+                        "v1: the app's plain /v1/search_audio (one POST per search)")
     args = p.parse_args()
 
     name = args.index.resolve().name

@@ -301,7 +301,7 @@ def test_zero_shot_labels_are_capped(client, corpus):
 
 
 def test_query_upload_is_deleted_after_use(server, client, corpus, tmp_path):
-    """Issue 16: query uploads stayed on disk until Gradio's daily sweep; now the call deletes its upload."""
+    """A call deletes its query upload at once, rather than leaving it for the cache sweep."""
     demo, _ = server
     upload_dir = demo.simsearch_limits.upload_dir
     q = write(tmp_path / "query_to_delete_8f3a.wav", tone(230, 1.0, seed=3))
@@ -349,3 +349,42 @@ def test_serve_command_is_registered(capsys):
         main(["serve", "--help"])
     assert "--max-upload-mb" in capsys.readouterr().out
     assert main(["serve", "--index", "/no/such/index"]) == 2
+
+
+# ---------------------------------------------------------------- plain /v1 endpoints (rest.py)
+
+
+def test_rest_search_audio_answers_as_the_gradio_api_does(server, client, corpus):
+    """One POST with the clip as its body gives the same hits as the Gradio API's upload + call + event stream."""
+    url = server[1].rstrip("/")
+    for query, index in [("low/low1.wav", "ix_yamnet"), ("high/high2.flac", "ix_spectral")]:
+        body = (corpus / query).read_bytes()
+        r = httpx.post(f"{url}/v1/search_audio", params={"k": 4, "index": index}, content=body, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json() == ask(client, handle_file(str(corpus / query)), 4, index, api_name="/search_audio")
+        assert r.json()[0]["path"] == str((corpus / query).resolve())
+    r = httpx.get(f"{url}/v1/search_text", params={"text": "white noise", "k": 4, "index": "ix_yamnet"}, timeout=60)
+    assert r.status_code == 200 and r.json() == ask(client, "white noise", 4, "ix_yamnet", api_name="/search_text")
+    assert httpx.get(f"{url}/v1/indexes", timeout=10).json() == ["ix_yamnet", "ix_spectral"]
+
+
+def test_rest_refuses_big_bad_and_unknown_with_a_reason(server, corpus, tmp_path):
+    """Over the cap: 413, whether the size is declared or streamed; not audio or no such index: 400 with a
+    readable reason; nothing is left in the upload folder."""
+    demo, url = server
+    url = url.rstrip("/") + "/v1/search_audio"
+    big = write(tmp_path / "big.wav", tone(300, 18.0, 44100), 44100).read_bytes()  # 1.6 MB over the 1 MB cap
+    assert httpx.post(url, content=big, timeout=60).status_code == 413
+
+    def chunks():  # no Content-Length: the server counts what arrives
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    r = httpx.post(url, content=chunks(), timeout=60)
+    assert r.status_code == 413 and "1 MB" in r.json()["error"]
+    r = httpx.post(url, content=b"not audio at all" * 100, timeout=60)
+    assert r.status_code == 400 and "Traceback" not in r.text and r.json()["error"]
+    r = httpx.post(url, params={"index": "nope"}, content=(corpus / "low/low1.wav").read_bytes(), timeout=60)
+    assert r.status_code == 400 and "nope" in r.json()["error"]
+    assert httpx.post(url, params={"k": "many"}, content=b"x", timeout=60).status_code == 422  # typed parameters
+    assert not list(demo.simsearch_limits.upload_dir.glob("rest-*"))

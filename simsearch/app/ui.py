@@ -12,6 +12,7 @@ from simsearch.app.api import add_api, friendly
 from simsearch.app.clips import exit_on_sigterm
 from simsearch.app.media import is_window, result_audio, result_caption, spectrogram_image
 from simsearch.app.pool import IndexPool, Served, find_index_dirs
+from simsearch.app.rest import add_rest_routes
 from simsearch.app.service import MAX_SLOTS, Limits, classify_clip, find_similar, public, text_search
 from simsearch.app.views import index_overview, query_tags, status_line, text_support
 from simsearch.classify.knn import KNN_K
@@ -237,8 +238,9 @@ def build_app(index_dirs: list[str | Path] | None = None, limits: Limits = Limit
 
 def launch(demo, host: str = "127.0.0.1", port: int | None = None, block: bool = True, quiet: bool = False,
            concurrency: int | None = None):
-    """Serve the app. No source folder is opened to Gradio's file route: result audio is served as copies of
-    index rows (see media.row_audio), uploads are capped; with block=True, SIGTERM cleans up and exits."""
+    """Serve the app (the page or the Gradio API alone, plus the plain /v1 endpoints of rest.py). No source folder
+    is opened to Gradio's file route: result audio is served as copies of index rows (see media.row_audio), uploads
+    are capped; with block=True, SIGTERM cleans up and exits."""
     import gradio as gr
 
     pool: IndexPool = demo.simsearch_pool
@@ -249,6 +251,7 @@ def launch(demo, host: str = "127.0.0.1", port: int | None = None, block: bool =
     out = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet,
                       max_file_size=f"{limits.max_upload_mb:g}mb", show_error=True, ssr_mode=False,
                       footer_links=["api"], theme=theme, css=CSS)
+    add_rest_routes(out[0], pool, limits, concurrency or CONCURRENCY)  # /v1: one plain request per search
     if not block:
         return out
     exit_on_sigterm()
