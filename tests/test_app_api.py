@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -387,4 +388,11 @@ def test_rest_refuses_big_bad_and_unknown_with_a_reason(server, corpus, tmp_path
     r = httpx.post(url, params={"index": "nope"}, content=(corpus / "low/low1.wav").read_bytes(), timeout=60)
     assert r.status_code == 400 and "nope" in r.json()["error"]
     assert httpx.post(url, params={"k": "many"}, content=b"x", timeout=60).status_code == 422  # typed parameters
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port))) as s:  # a client that goes away mid-body
+        s.sendall(b"POST /v1/search_audio HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" + big[:100000])
+    for _ in range(50):
+        if not list(demo.simsearch_limits.upload_dir.glob("rest-*")):
+            break
+        time.sleep(0.1)
     assert not list(demo.simsearch_limits.upload_dir.glob("rest-*"))

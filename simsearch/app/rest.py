@@ -37,15 +37,16 @@ async def save_body(request, limits: Limits) -> Path:
     folder.mkdir(parents=True)
     path = folder / "query"
     size = 0
-    with open(path, "wb") as f:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                break
-            f.write(chunk)
-    if size > cap:
+    try:
+        with open(path, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise TooLarge
+                f.write(chunk)
+    except BaseException:  # over the cap, or the client went away mid-body: nothing stays behind
         discard_upload(path, limits)
-        raise TooLarge
+        raise
     return path
 
 
