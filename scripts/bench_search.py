@@ -34,8 +34,8 @@ def clustered(n: int, dim: int, groups: int = 100, clusters: int = 10_000, rank:
     rng = np.random.default_rng(seed)
     tops = rng.standard_normal((groups, dim), dtype=np.float32)
     tops /= np.linalg.norm(tops, axis=1, keepdims=True)
-    noise = rng.standard_normal((clusters, dim), dtype=np.float32) / np.sqrt(dim)
-    centres = tops[rng.integers(0, groups, clusters)] + 0.6 * noise
+    jitter = rng.standard_normal((clusters, dim), dtype=np.float32) / np.sqrt(dim)
+    centres = tops[rng.integers(0, groups, clusters)] + 0.6 * jitter
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     which = rng.integers(0, clusters, n)
     order = np.argsort(which, kind="stable")
