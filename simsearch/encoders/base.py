@@ -97,7 +97,7 @@ class Encoder:
     def twin_views(self, batch: list[np.ndarray], query: bool = False) -> list[list[np.ndarray]]:
         """Fixed changed copies of the clips embedded beside them: pink noise at `noise_twin` dB SNR (rows and
         queries), the clip played in one simulated room of `room_twin` s reverb time (rows only: a plain query then
-        finds both a row's dry and its room view, and measured better than twinning the query too). A clip and a
+        finds both a row's dry and its room view, about as well as a twinned query, at no cost to queries). A clip and a
         changed copy of it then share part of their vector, so the change moves a query less far from its
         original."""
         from simsearch.audio.perturb import add_noise, room_recording
