@@ -1,4 +1,5 @@
-"""The app answers several requests at once: two searches run inside the shared index at the same time."""
+"""The app answers several requests at once, through Gradio's API and the plain /v1 endpoint alike: two searches run
+inside the shared index at the same time, and with --concurrency 1 in turn."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import pytest
 
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
+httpx = pytest.importorskip("httpx")
 
 from conftest import noise, tone, write  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
@@ -27,8 +29,10 @@ def index_dir(tmp_path_factory):
     return root
 
 
-def overlapping_searches(index_dir, concurrency: int | None, wait_s: float) -> tuple[list[bool], list[list[dict]]]:
-    """Two clients search at once; each search waits (up to wait_s) inside the index for the other to arrive."""
+def overlapping_searches(index_dir, concurrency: int | None, wait_s: float, via: str = "gradio"
+                         ) -> tuple[list[bool], list[list[dict]]]:
+    """Two clients search at once (`via` Gradio's API or /v1); each search waits (up to wait_s) inside the index for
+    the other to arrive."""
     demo = build_app([index_dir / "ix"], warm=False)
     served = next(iter(demo.simsearch_pool.served.values()))
     real_search, meet = served.index.search, threading.Barrier(2, timeout=wait_s)
@@ -46,11 +50,16 @@ def overlapping_searches(index_dir, concurrency: int | None, wait_s: float) -> t
     _, url, _ = launch(demo, port=None, block=False, quiet=True, concurrency=concurrency)
     answers: list[list[dict]] = []
     try:
-        clients = [Client(url, verbose=False, download_files=False) for _ in range(2)]
+        clients = [Client(url, verbose=False, download_files=False) if via == "gradio" else None for _ in range(2)]
         queries = [index_dir / "src" / "low" / "low1.wav", index_dir / "src" / "noise" / "noise2.wav"]
 
         def ask(client, q):
-            answers.append(json.loads(client.predict(handle_file(str(q)), 3, "ix", api_name="/search_audio")))
+            if via == "gradio":
+                answers.append(json.loads(client.predict(handle_file(str(q)), 3, "ix", api_name="/search_audio")))
+            else:
+                r = httpx.post(f"{url.rstrip('/')}/v1/search_audio", params={"k": 3, "index": "ix"},
+                               content=q.read_bytes(), timeout=60)
+                answers.append(r.json())
 
         threads = [threading.Thread(target=ask, args=(c, q)) for c, q in zip(clients, queries)]
         for t in threads:
@@ -62,16 +71,18 @@ def overlapping_searches(index_dir, concurrency: int | None, wait_s: float) -> t
     return met, answers
 
 
-def test_two_searches_run_at_the_same_time(index_dir):
+@pytest.mark.parametrize("via", ["gradio", "v1"])
+def test_two_searches_run_at_the_same_time(index_dir, via):
     assert CONCURRENCY >= 2
-    met, answers = overlapping_searches(index_dir, None, 20.0)  # generous: a loaded machine delays the second
+    met, answers = overlapping_searches(index_dir, None, 20.0, via)  # generous: a loaded machine delays the second
     assert met == [True, True]  # each search was inside the index while the other one was
     assert len(answers) == 2 and all(len(a) == 3 for a in answers)
     assert {a[0]["label"] for a in answers} == {"low", "noise"}
 
 
-def test_concurrency_one_runs_them_in_turn(index_dir):
-    met, answers = overlapping_searches(index_dir, 1, 2.0)
+@pytest.mark.parametrize("via", ["gradio", "v1"])
+def test_concurrency_one_runs_them_in_turn(index_dir, via):
+    met, answers = overlapping_searches(index_dir, 1, 2.0, via)
     assert met == [False, False]  # the second search only started once the first had finished
     assert len(answers) == 2
 
