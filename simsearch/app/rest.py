@@ -94,4 +94,3 @@ def add_rest_routes(app, pool: IndexPool, limits: Limits, concurrency: int) -> N
     app.add_api_route(f"{PREFIX}/search_audio", search_audio, methods=["POST"])
     app.add_api_route(f"{PREFIX}/search_text", search_text, methods=["GET"])
     app.add_api_route(f"{PREFIX}/indexes", indexes, methods=["GET"])
-

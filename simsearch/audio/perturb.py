@@ -264,13 +264,12 @@ PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in [
       for kind in ("speech", "music") for snr in (5, 0)],
     Perturbation("reverb0.6", lambda x, sr, rng: reverb(x, sr, rng), "diffuse tail only, RT60 0.6 s, no direct "
                  "sound", "room"),
+    # New changes go last: a copy's seed comes from its change's place in this list (robustness.clip_seed).
     Perturbation("room0.6", lambda x, sr, rng: room_recording(x, sr, rng), "simulated room, RT60 0.6 s, "
                  "microphone 1-3 m away", "room"),
-]}
-PERTURBATIONS.update({p.name: p for p in [  # added later: appended, so the seeds of the ones above stay the same
     Perturbation("white0", lambda x, sr, rng: add_noise(x, 0.0, rng, "white"), "white noise, 0 dB SNR", "hard"),
     Perturbation("excerpt2", lambda x, sr, rng: excerpt(x, sr, 2.0), "2 s from the middle", "hard"),
-]})
+]}
 GROUPS = {g: [n for n, p in PERTURBATIONS.items() if p.group == g]
           for g in ("everyday", "pitch-tempo", "mix", "room", "hard")}
 

@@ -109,6 +109,11 @@ class Encoder:
             views.append([room_recording(x, self.sample_rate, None, self.room_twin, room=TWIN_ROOM) for x in batch])
         return views
 
+    @property
+    def row_views(self) -> bool:
+        """Whether its index rows carry a view its queries leave out (the room twin, see twin_views)."""
+        return self.room_twin is not None
+
     def condition(self, x: np.ndarray) -> np.ndarray:
         """The same extent, band and level for every copy of a sound: trim silence, band-limit, normalise loudness."""
         if self.trim is not None:

@@ -113,6 +113,10 @@ class FusionEncoder(Encoder):
                                    "index the collection again into a new folder")
         self.whitening, self.whitening_path = maps, str(path)
 
+    @property
+    def row_views(self) -> bool:
+        return any(p.row_views for p in self.parts)
+
     def _part_dims(self) -> list[int]:
         maps = self.whitening or {}
         return [maps[p.name].dim if p.name in maps else p.dim for p in self.parts]

@@ -15,7 +15,6 @@ every row and query of the index lands in the same space. A different collection
 from __future__ import annotations
 
 import logging
-import os
 import random
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from simsearch.errors import IndexFormatError, SimsearchError
+from simsearch.files import atomic_write_bytes
 from simsearch.vectors import normalize
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,9 @@ def fit(x: np.ndarray, keep: float = KEEP) -> Whitening:
 
 def save(path: Path, maps: dict[str, Whitening], rows: int, files: int) -> None:
     """Write the fitted maps atomically (a killed run leaves no half file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
     arrays = {f"{name}.mean": w.mean for name, w in maps.items()}
     arrays.update({f"{name}.projection": w.projection for name, w in maps.items()})
-    with open(tmp, "wb") as f:
-        np.savez(f, rows=np.int64(rows), files=np.int64(files), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: np.savez(f, rows=np.int64(rows), files=np.int64(files), **arrays))
 
 
 def load(path: Path, parts: list[str]) -> dict[str, Whitening]:

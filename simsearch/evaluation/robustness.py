@@ -140,11 +140,6 @@ def clip_seed(seed: int, clip: int, perturbation: str) -> int:
     return int(np.random.SeedSequence([seed, clip, j]).generate_state(1)[0])
 
 
-def row_only_views(enc: Encoder) -> bool:
-    """Whether index rows of this encoder carry a view its queries leave out (Encoder.twin_views)."""
-    return any(getattr(p, "room_twin", None) is not None for p in getattr(enc, "parts", [enc]))
-
-
 def embed_clips(enc: Encoder, waves: Sequence[np.ndarray], rates: Sequence[int], window_s: float = DEFAULT_WINDOW_S,
                 hop_s: float | None = None, batch_size: int = 16, query: bool = False) -> np.ndarray:
     """One normalised vector per clip, as an index row (or, with `query`, as a query) is made: windows, normalise,
@@ -290,7 +285,7 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
     bar = tqdm(total=len(names) + 1, desc=f"robustness ({enc.name})", unit="set", disable=not run.progress)
     originals = embed([c.samples for c in clips], query=False)
     # the originals as queries: the same vectors unless rows carry a view queries leave out (the room twin)
-    clean = embed([c.samples for c in clips]) if row_only_views(enc) else originals
+    clean = embed([c.samples for c in clips]) if enc.row_views else originals
     marks = landmark_kinds.module(run.landmarks)
     table = landmark_kinds.table_class(run.landmarks).build([marks.index_landmarks(c.samples, c.sample_rate)
                                                              for c in clips]) if run.fingerprint else None
