@@ -396,3 +396,39 @@ def test_rest_refuses_big_bad_and_unknown_with_a_reason(server, corpus, tmp_path
             break
         time.sleep(0.1)
     assert not list(demo.simsearch_limits.upload_dir.glob("rest-*"))
+
+
+def test_rest_gives_up_on_a_body_that_never_ends(server, monkeypatch):
+    """A client that declares a body and stops sending gets 408 once the deadline passes; nothing stays behind."""
+    from simsearch.app import rest
+
+    monkeypatch.setattr(rest, "BODY_TIMEOUT_S", 1.0)
+    demo, url = server
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /v1/search_audio HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" + b"\0" * 1000)
+        answer = s.recv(4096).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer
+    assert not list(demo.simsearch_limits.upload_dir.glob("rest-*"))
+
+
+def test_rest_takes_hostile_files_as_uploads_do(server, tmp_path):
+    """The hostile corpus (lying headers, absurd rates, cut files, NaN, non-audio) sent as /v1 bodies: what decodes
+    is searched, the rest gets 400 with a one-line reason (413 past the size cap); never a server error."""
+    from test_hostile_audio import make_hostile
+
+    url = server[1].rstrip("/") + "/v1/search_audio"
+    expected, refused = make_hostile(tmp_path / "hostile"), []
+    for name, reason in expected.items():
+        body = (tmp_path / "hostile" / name).read_bytes()
+        r = httpx.post(url, params={"k": 3, "index": "ix_spectral"}, content=body, timeout=120)
+        if len(body) > LIMITS.max_upload_mb * 2 ** 20:
+            assert r.status_code == 413, name
+            refused.append(name)
+        elif r.status_code == 200:  # decodable, within the caps (a header claiming 40 s meets the 20-s cap first)
+            assert reason is None and len(r.json()) == 3, (name, r.text)
+        else:
+            assert r.status_code == 400 and r.json()["error"].startswith("query: "), (name, r.text)
+            assert "\n" not in r.json()["error"] and "Traceback" not in r.text, name
+            refused.append(name)
+    assert {n for n, reason in expected.items() if reason} <= set(refused)  # every undecodable file refused

@@ -6,7 +6,8 @@ JSON back, no upload step, queue or event stream, so a call costs the server far
 
 They share the pool, the limits and the answers (service.py) with the page and the Gradio API. A body is written
 to the upload folder as it arrives and refused with 413 past --max-upload-mb, so no request can fill memory or
-disk; at most `concurrency` searches run at once (the rest wait), like Gradio's queue.
+disk, and with 408 when it has not all arrived within BODY_TIMEOUT_S, so a body with no end holds nothing for long;
+at most `concurrency` searches run at once (the rest wait), like Gradio's queue.
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request) as objects.
 import functools
@@ -21,14 +22,22 @@ from simsearch.errors import SimsearchError
 
 log = logging.getLogger(__name__)
 PREFIX = "/v1"
+BODY_TIMEOUT_S = 120.0  # a whole request body must arrive within this (50 MB at 3.5 Mbit/s)
 
 
 class TooLarge(Exception):
     """The request body passed the upload cap."""
 
 
+class TooSlow(Exception):
+    """The request body did not all arrive within BODY_TIMEOUT_S."""
+
+
 async def save_body(request, limits: Limits) -> Path:
-    """The request body, streamed into its own folder under the upload folder, at most max_upload_mb."""
+    """The request body, streamed into its own folder under the upload folder, at most max_upload_mb, within
+    BODY_TIMEOUT_S."""
+    from anyio import fail_after
+
     cap = int(limits.max_upload_mb * MB)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
@@ -38,14 +47,16 @@ async def save_body(request, limits: Limits) -> Path:
     path = folder / "query"
     size = 0
     try:
-        with open(path, "wb") as f:
+        with open(path, "wb") as f, fail_after(BODY_TIMEOUT_S):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > cap:
                     raise TooLarge
                 f.write(chunk)
-    except BaseException:  # over the cap, or the client went away mid-body: nothing stays behind
+    except BaseException as e:  # over the cap, too slow, or the client went away mid-body: nothing stays behind
         discard_upload(path, limits)
+        if isinstance(e, TimeoutError):
+            raise TooSlow from None
         raise
     return path
 
@@ -78,6 +89,8 @@ def add_rest_routes(app, pool: IndexPool, limits: Limits, concurrency: int) -> N
             path = await save_body(request, limits)
         except TooLarge:
             return error(413, f"the clip is larger than {limits.max_upload_mb:g} MB")
+        except TooSlow:
+            return error(408, f"the clip did not arrive within {BODY_TIMEOUT_S:g} s")
         try:
             return await answer(lambda: find_similar(pool, index, path, k, limits)[0])
         finally:
