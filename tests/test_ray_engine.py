@@ -19,18 +19,20 @@ def rows(out):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("encoder", ["spectral", "whiten(spectral)+onset-envelope"])  # the second: actors get the map
+# the second and third: actors get the map, and the network trained on the collection
+@pytest.mark.parametrize("encoder", ["spectral", "whiten(spectral)+onset-envelope", "spectral+copynet"])
 def test_ray_engine_writes_the_same_rows_as_the_local_engine(class_folder, tmp_path, encoder):
     import ray
 
     write(class_folder / "long" / "rec.wav", np.concatenate([tone(440, 9.0), noise(8.0, seed=5)]))  # 5 windows
     (class_folder / "bad.wav").write_bytes(b"not audio")
     local = run_index(class_folder, tmp_path / "local",
-                      IndexOptions(encoder=encoder, num_workers=0, progress=False, window_s=4.0))
+                      IndexOptions(encoder=encoder, num_workers=0, progress=False, window_s=4.0, copynet_steps=3))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the two workers; embed_files_ray joins it
     try:
         dist = run_index(class_folder, tmp_path / "ray",
-                         IndexOptions(encoder=encoder, engine="ray", progress=False, window_s=4.0, shard_rows=4))
+                         IndexOptions(encoder=encoder, engine="ray", progress=False, window_s=4.0, shard_rows=4,
+                                      copynet_steps=3))
     finally:
         ray.shutdown()
     assert (dist.indexed, dist.errors, dist.rows) == (local.indexed, local.errors, local.rows) == (13, 1, 17)

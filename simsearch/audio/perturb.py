@@ -194,7 +194,7 @@ def reverb(x: np.ndarray, sr: int, rng: np.random.Generator, rt60: float = RT60_
     return convolve_same_level(x, room_impulse(sr, rng, rt60))
 
 
-@functools.lru_cache(maxsize=2 * ROOMS)
+@functools.lru_cache(maxsize=64)  # the harness's rooms at two rates, the room twin and the training rooms
 def simulated_room(sr: int, k: int, rt60: float = RT60_S) -> np.ndarray:
     """Impulse response of shoebox room `k` (pyroomacoustics, image sources): walls absorbing for reverb time
     `rt60` (Sabine), a seeded size from 4x3x2.5 m to 8x6x3.2 m, a microphone 1-3 m from the source; direct sound

@@ -8,7 +8,14 @@ import logging
 import sys
 
 from simsearch.cli import milvus, scale
-from simsearch.cli.options import add_backend_flag, add_conditioning_flags, add_fingerprint_flag, add_landmarks_flag, conditioning
+from simsearch.cli.options import (
+    add_backend_flag,
+    add_conditioning_flags,
+    add_copynet_flag,
+    add_fingerprint_flag,
+    add_landmarks_flag,
+    conditioning,
+)
 from simsearch.errors import SimsearchError
 
 # Modules that add their own sub-commands with `register(subparsers)`.
@@ -51,7 +58,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                         device=args.device, batch_size=args.batch_size, window_s=args.window, hop_s=args.hop,
                         label_regex=args.label_regex, pooling=args.pooling, layer=args.layer, backend=args.backend,
                         **conditioning(args), fingerprint=args.fingerprint, landmarks=args.landmarks,
-                        transcribe=args.transcribe, num_workers=args.workers, strict=args.strict,
+                        copynet_steps=args.copynet_steps, transcribe=args.transcribe, num_workers=args.workers,
+                        strict=args.strict,
                         max_duration_s=args.max_duration, shard_rows=args.shard_rows, progress=not args.quiet,
                         **scale.index_options(args))
     summary = run_index(args.src, args.out, opts)
@@ -183,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_conditioning_flags(s)
     add_fingerprint_flag(s)
     add_landmarks_flag(s)
+    add_copynet_flag(s)
     s.add_argument("--transcribe", choices=["auto", "on", "off"],
                    help="keep the spoken words of windows (Whisper tiny.en) for text search: auto = windows whose "
                         "AudioSet speech score says they hold speech (the default for encoders with tag scores), "

@@ -47,6 +47,15 @@ def add_fingerprint_flag(parser: argparse.ArgumentParser) -> None:
                              "resume: the index's choice)")
 
 
+def add_copynet_flag(parser: argparse.ArgumentParser) -> None:
+    """--copynet-steps N: how long a copynet part trains on the collection."""
+    from simsearch.encoders.copynet import TrainSettings
+
+    parser.add_argument("--copynet-steps", type=int, default=TrainSettings.steps, metavar="N",
+                        help="training steps of a copynet part (profile copies) on a new collection, 96 one-second "
+                             f"segments each (default {TrainSettings.steps}: about 3 minutes on 2 CPU cores)")
+
+
 def add_landmarks_flag(parser: argparse.ArgumentParser) -> None:
     """--landmarks pairs|triplets|both: which landmarks to keep (triplets also survive pitch and tempo changes)."""
     from simsearch.audio.landmark_kinds import DEFAULT, KINDS

@@ -9,6 +9,7 @@ import sys
 from simsearch.cli.options import (
     CONDITIONING_FLAGS,
     add_conditioning_flags,
+    add_copynet_flag,
     add_fingerprint_flag,
     add_landmarks_flag,
     conditioning,
@@ -43,7 +44,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                         window_s=args.window, device=args.device, batch_size=args.batch_size,
                         max_duration_s=args.max_duration, fingerprint=args.fingerprint is not False,
                         landmarks=args.landmarks or DEFAULT_LANDMARKS,
-                        speech=args.speech, music=args.music, progress=not args.quiet)
+                        speech=args.speech, music=args.music, copynet_steps=args.copynet_steps,
+                        progress=not args.quiet)
     result = run_robustness(args.src, run)
     results = {args.encoder: result}
     if args.out:
@@ -80,6 +82,7 @@ def register(subparsers) -> None:
     add_conditioning_flags(s)
     add_fingerprint_flag(s)
     add_landmarks_flag(s)
+    add_copynet_flag(s)
     s.add_argument("--layer", type=int, help="hidden layer to pool (transformer encoders; default last)")
     s.add_argument("--label-regex", help="labels from file names: first group of this regex, e.g. '^(\\d)_'")
     s.add_argument("--limit", type=int, help="a seeded random subset of this many clips")

@@ -22,7 +22,8 @@ class EncoderSpec:
     dim: int | None  # None: depends on the checkpoint
     text_space: str | None  # "clap": a text tower in the audio space; "tags": text through stored AudioSet tags
     default_checkpoint: str | None
-    offline: str  # where the weights come from: "builtin", "package:<pip name>", "hub" or "file" (--checkpoint)
+    offline: str  # where the weights come from: "builtin", "package:<pip name>", "hub", "file" (--checkpoint) or
+    # "collection" (trained on the collection when an index is made with it; --checkpoint FILE for one trained before)
     needs: tuple[str, ...]  # modules that must import for it to run
     conditioning: str  # default input conditioning: "measured" or "reference" (see CONDITIONING_DEFAULTS)
     summary: str
@@ -66,6 +67,8 @@ SPECS: dict[str, EncoderSpec] = {
                     "measured", "band levels over log-spaced time after the onset (no weights); drum one-shots"),
         EncoderSpec("aisfx", "aisfx:AisfxEncoder", 44100, 512, None, None, "package:aisfx", ("aisfx", "torchaudio"),
                     "measured", "aiSFX sound-effects embedding (network re-implemented, weights from the package)"),
+        EncoderSpec("copynet", "copynet:CopyNetEncoder", 16000, 128, None, None, "collection", ("torch", "torchaudio"),
+                    "measured", "copy detector trained on the collection (noise, rooms, mixes, pitch); near-copy search"),
         EncoderSpec("wav2vec2", "hf:HFAudioEncoder", 16000, None, None, "facebook/wav2vec2-base", "hub", _HF,
                     "reference", "wav2vec2 family (transformers), masked mean over a chosen layer"),
         EncoderSpec("hubert", "hf:HFAudioEncoder", 16000, None, None, "facebook/hubert-base-ls960", "hub", _HF,
@@ -199,7 +202,7 @@ def get_encoder(name: str, checkpoint: str | None = None, device: str = "auto", 
 
 def _loads_weights(name: str) -> bool:
     """Whether a --checkpoint is for this encoder: its weights come from a hub or a file, not a package."""
-    return spec_of(name).offline in ("hub", "file")
+    return spec_of(name).offline in ("hub", "file", "collection")
 
 
 def offline_available(spec: EncoderSpec) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,8 +39,9 @@ from simsearch.audio.fingerprint import MIN_SCORE, SAME_RECORDING, fuse
 from simsearch.audio.perturb import GROUPS, PERTURBATIONS, perturb
 from simsearch.audio.resample import resample
 from simsearch.audio.windows import split_windows
-from simsearch.encoders import DEFAULT_ENCODER, Encoder, get_encoder
+from simsearch.encoders import DEFAULT_ENCODER, Encoder, copynet, get_encoder
 from simsearch.errors import SimsearchError
+from simsearch.indexing import copynet_fit
 from simsearch.indexing.options import DEFAULT_WINDOW_S
 from simsearch.vectors import pooled
 
@@ -261,7 +263,18 @@ class RobustnessRun:
     landmarks: str = landmark_kinds.DEFAULT  # ... of this kind (pairs, triplets or both)
     speech: str | None = None  # folder or manifest of speech the speech mixes draw from
     music: str | None = None  # ... and of music, for the music mixes
+    copynet_steps: int = 300  # training steps of a copynet part on the originals
     progress: bool = True
+
+
+def train_copynet(enc: Encoder, clips: list[Clip], run: RobustnessRun) -> None:
+    """Train the encoder's copynet part on the originals, as `simsearch index` trains it on a new collection."""
+    part = copynet.untrained(enc)[0]
+    rng = np.random.default_rng(copynet_fit.SEED)
+    excerpts = [x for c in clips for x in copynet_fit.conditioned_excerpts(part, [c.samples], c.sample_rate, rng)]
+    with tempfile.TemporaryDirectory(prefix="simsearch-copynet-") as tmp:
+        copynet_fit.train_into(part, excerpts, run.device, Path(tmp) / copynet.COPYNET_FILE, run.copynet_steps,
+                               run.progress)
 
 
 def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: Encoder | None = None) -> RobustnessResult:
@@ -278,6 +291,8 @@ def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: E
     if len(clips) < 2:
         raise SimsearchError(f"{src}: need at least 2 readable labelled clips, found {len(clips)}")
     enc = enc or get_encoder(run.encoder, run.checkpoint, run.device, **options)
+    if copynet.untrained(enc):  # as an index trains it on a new collection: on the originals
+        train_copynet(enc, clips, run)
     labels = [c.label for c in clips]
     rates = [c.sample_rate for c in clips]
     embed: Callable[..., np.ndarray] = lambda waves, query=True: embed_clips(  # noqa: E731

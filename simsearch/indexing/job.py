@@ -15,6 +15,7 @@ from simsearch.audio import containers
 from simsearch.encoders import get_encoder, resolve_device
 from simsearch.encoders.tag_text import index_class_names
 from simsearch.errors import IndexFormatError
+from simsearch.indexing.copynet_fit import ensure_copynet
 from simsearch.indexing.local import _embed_files
 from simsearch.indexing.options import (
     IndexOptions,
@@ -53,6 +54,7 @@ def run_index(src, out: str | Path, options: IndexOptions | None = None) -> Inde
         options, profile = with_profile(options, info, [item.path for item in items])
         enc = get_encoder(options.encoder, options.checkpoint, options.device, **options.encoder_options())
         ensure_whitening(d, enc, [item.path for item in items], options, info)
+        ensure_copynet(d, enc, [item.path for item in items], options, info)
         if info:
             check_compatible(info, enc, options, d.root)
         d.shard_settings = _settings(info, enc, options)

@@ -50,6 +50,7 @@ class IndexOptions:
     engine: str = "local"  # "ray": decode and embed as a Ray Data job (simsearch/ray_engine.py)
     ray_address: str | None = None  # None: start a local Ray
     index_type: str | None = None  # auto|flat|hnsw|ivfpq; None: the index's recorded choice, else auto
+    copynet_steps: int = 300  # training steps of a copynet part on a new collection (encoders.copynet)
     max_memory: str | int | None = None  # FAISS memory budget for auto ("8G"); None: the recorded one, else none
     # spoken words (simsearch.indexing.transcribe): auto|on|off; None: the index's recorded mode, else auto for
     # encoders with AudioSet tag scores (the speech gate) and off for the rest

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simsearch.encoders import Encoder, get_encoder
+from simsearch.encoders.copynet import load_trained
 from simsearch.errors import SimsearchError
 from simsearch.indexing.assemble import FileAssembler
 from simsearch.indexing.reader import ReadSettings, WindowStream
@@ -44,11 +45,14 @@ def decode_file(row: dict, settings: ReadSettings) -> Iterator[dict]:
 class Embedder:
     """A Ray actor holding one encoder; marker and error rows pass through with zero vectors."""
 
-    def __init__(self, name: str, checkpoint: str | None, device: str, options: dict, dims: dict[str, int]):
+    def __init__(self, name: str, checkpoint: str | None, device: str, options: dict, dims: dict[str, int],
+                 root: str | None = None):
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.enc = get_encoder(name, checkpoint, device, **options)
+        if root:
+            load_trained(self.enc, root)  # a copynet part trained on the index's collection
         self.dims = dims
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -102,7 +106,8 @@ def embed_files_ray(d, enc: Encoder, todo: list, shas: dict, options, next_id: i
         ds = ds.map_batches(Embedder, batch_size=options.batch_size, batch_format="numpy", **_actor_resources(options),
                             fn_constructor_kwargs={"name": enc.name if enc.name else options.encoder,
                                                    "checkpoint": options.checkpoint, "device": _actor_device(options),
-                                                   "options": {**options.encoder_options(), **_fitted(enc)}, "dims": dims})
+                                                   "options": {**options.encoder_options(), **_fitted(enc)}, "dims": dims,
+                                                   "root": str(d.root)})
         return _collect(ds, todo, shas, writer, errors, enc, options)
     finally:
         if started:

@@ -14,6 +14,7 @@ from simsearch.audio.decode import decode
 from simsearch.audio.windows import split_windows
 from simsearch.encoders import Encoder, get_encoder
 from simsearch.encoders.backends import query_backends
+from simsearch.encoders.copynet import load_trained
 from simsearch.encoders.whitening import WHITENING_FILE
 from simsearch.errors import IndexFormatError, SimsearchError
 from simsearch.search import filters
@@ -44,7 +45,9 @@ def recorded_encoder(info: dict, device: str, root: Path) -> Encoder:
     options = {**e.get("options", {}), "backend": query_backends(e["name"], e.get("options", {}).get("backend"))}
     if e.get("whitened"):
         options["whitening"] = Path(root) / WHITENING_FILE
-    return get_encoder(e["name"], e.get("checkpoint"), device, **options)
+    enc = get_encoder(e["name"], e.get("checkpoint"), device, **options)
+    load_trained(enc, root)  # a copynet part trained on the index's collection
+    return enc
 
 
 def embed_query(enc: Encoder, info: dict, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
