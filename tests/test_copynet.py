@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import noise, tone, write
 
 from simsearch import Index, IndexOptions, run_index
 from simsearch.audio.augment import changed_copy, training_rooms
@@ -14,7 +16,6 @@ from simsearch.audio.perturb import add_noise, room_recording
 from simsearch.encoders import copynet, get_encoder
 from simsearch.errors import ModelNotFoundError, SimsearchError
 from simsearch.evaluation.robustness import RobustnessRun, run_robustness
-from conftest import noise, tone, write
 
 SR = 16000
 
@@ -65,6 +66,13 @@ def test_training_finds_each_sound_again_under_loud_noise_and_a_room(tmp_path):
     assert rank1(noisy) < 0.9  # what the training adds
 
 
+@pytest.mark.parametrize("steps", [1, 2, 10, 21])
+def test_any_number_of_steps_trains(steps):
+    net, summary = copynet.train(sounds(3), [], copynet.TrainSettings(steps=steps, batch=3), device="cpu",
+                                 progress=False)
+    assert summary["steps"] == steps and np.isfinite(summary["final_loss"])
+
+
 def test_missing_foreign_or_absent_weights_are_clear_errors(tmp_path):
     with pytest.raises(SimsearchError, match="no weights loaded.*index one with"):
         get_encoder("copynet", device="cpu").embed_audio([tone(440)])
@@ -85,11 +93,14 @@ def test_an_index_trains_it_once_and_queries_use_it(tmp_path):
     info = json.loads((out / "index.json").read_text())
     assert info["encoder"]["name"] == "spectral+copynet" and info["dim"] == 168 + 128
     assert info["encoder"]["parts"][1]["trained_on"]["steps"] == 5
+    assert info["encoder"]["parts"][1]["checkpoint"] is None  # the index's own file: the folder can move
     before = trained.read_bytes()
     write(src / "s8.wav", sounds(9)[8])  # a later run adds with the network it has
     run_index(src, out, IndexOptions(**opts))
     assert trained.read_bytes() == before
 
+    out = Path(shutil.move(out, tmp_path / "moved"))
+    trained = out / copynet.COPYNET_FILE
     index = Index.open(out, device="cpu")
     for name in ("s2.wav", "s8.wav"):
         assert Path(index.search(audio=src / name, k=1)[0]["path"]).name == name

@@ -98,8 +98,9 @@ class CopyNetEncoder(Encoder):
     def precision(self) -> str:
         return "float32"
 
-    def load(self, path: str) -> None:
-        """The network and what it was trained on from a COPYNET_FILE; a clear error for a missing or foreign file."""
+    def load(self, path: str, own: bool = False) -> None:
+        """The network and what it was trained on from a COPYNET_FILE; a clear error for a missing or foreign file.
+        `own`: the index's own file, which index.json does not name (the folder can move)."""
         saved = read_checkpoint("copynet", str(path), HELP)
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise SimsearchError(f"{path} is not a copynet checkpoint ({FORMAT}); {HELP}")
@@ -107,7 +108,7 @@ class CopyNetEncoder(Encoder):
         net = build_network(tuple(cfg["channels"]), int(cfg["dim"]))
         self.net = load_strict("copynet", net, saved["state_dict"]).to(self.device)
         self.frame_dim, self.trained_on = int(cfg["dim"]), dict(saved.get("trained_on", {}))
-        self.checkpoint = str(path)
+        self.checkpoint = None if own else str(path)
 
     def logmels(self, batch: list[np.ndarray]):
         """[B, 1, mels, T] log-mel, padded with the log floor, and each clip's frame count."""
@@ -150,7 +151,7 @@ def load_trained(enc, root) -> None:
     from pathlib import Path
 
     for part in untrained(enc):
-        part.load(str(Path(root) / COPYNET_FILE))
+        part.load(str(Path(root) / COPYNET_FILE), own=True)
 
 
 def train(clips: list[np.ndarray], rooms: list[np.ndarray], settings: TrainSettings = TrainSettings(),
@@ -171,7 +172,10 @@ def train(clips: list[np.ndarray], rooms: list[np.ndarray], settings: TrainSetti
     helper = CopyNetEncoder(device=resolve_device(device))
     net = build_network().to(helper.device)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1)
+    # one cycle: warm up over the first tenth (at least two steps), then anneal; a run too short for that keeps lr
+    warm = min(0.5, max(0.1, 2.0 / settings.steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps,
+                                                pct_start=warm) if settings.steps >= 3 else None
     crop, jitter = int(settings.crop_s * SR), int(settings.jitter_s * SR)
     batch = min(settings.batch, len(clips))
     start, losses = time.time(), []
@@ -196,7 +200,8 @@ def train(clips: list[np.ndarray], rooms: list[np.ndarray], settings: TrainSetti
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         losses.append(float(loss.detach()))
     summary = {"clips": len(clips), "steps": settings.steps, "batch": batch, "crop_s": settings.crop_s,
                "seed": settings.seed, "final_loss": round(float(np.mean(losses[-20:])), 4),

@@ -273,8 +273,8 @@ def train_copynet(enc: Encoder, clips: list[Clip], run: RobustnessRun) -> None:
     rng = np.random.default_rng(copynet_fit.SEED)
     excerpts = [x for c in clips for x in copynet_fit.conditioned_excerpts(part, [c.samples], c.sample_rate, rng)]
     with tempfile.TemporaryDirectory(prefix="simsearch-copynet-") as tmp:
-        copynet_fit.train_into(part, excerpts, run.device, Path(tmp) / copynet.COPYNET_FILE, run.copynet_steps,
-                               run.progress)
+        copynet_fit.train_into(excerpts, run.device, Path(tmp) / copynet.COPYNET_FILE, run.copynet_steps, run.progress)
+        part.load(str(Path(tmp) / copynet.COPYNET_FILE), own=True)  # a temp file: the report names none
 
 
 def run_robustness(src: str | Path, run: RobustnessRun = RobustnessRun(), enc: Encoder | None = None) -> RobustnessResult:

@@ -32,19 +32,18 @@ def ensure_copynet(d: IndexDir, enc, paths: list[str], options: IndexOptions, in
     path = d.root / copynet.COPYNET_FILE
     if not path.is_file() and not info:
         clips = sample_clips(enc, paths, options)
-        train_into(parts[0], clips, options.device, path, options.copynet_steps, options.progress)
+        train_into(clips, options.device, path, options.copynet_steps, options.progress)
     copynet.load_trained(enc, d.root)
 
 
-def train_into(part: copynet.CopyNetEncoder, clips: list[np.ndarray], device: str, path, steps: int,
+def train_into(clips: list[np.ndarray], device: str, path, steps: int,
                progress: bool = True) -> None:
-    """Train on 16-kHz clips (already conditioned) for `steps`, save to `path`, load into `part`."""
+    """Train on 16-kHz clips (already conditioned) for `steps` and save to `path`."""
     if steps < 1:
         raise SimsearchError(f"copynet needs at least one training step, not {steps}")
     net, summary = copynet.train(clips, training_rooms(copynet.SR), copynet.TrainSettings(steps=steps),
                                  device=device, progress=progress)
     copynet.save(path, net, summary)
-    part.load(str(path))
     log.info("%s: copynet trained on %d clips in %.0f s", path, len(clips), summary["seconds"])
 
 
