@@ -48,10 +48,11 @@ def test_profiles_map_to_the_measured_encoders():
     assert profiles.encoder_for("general") == DEFAULT_ENCODER
     assert profiles.encoder_for("music") == "whiten(yamnet)+whiten(aisfx)+basic-pitch*3"
     assert profiles.encoder_for("oneshots") == "aisfx+spectral+onset-envelope"
+    assert profiles.encoder_for("copies") == f"{DEFAULT_ENCODER}+copynet*1.333"
     for p in profiles.PROFILES.values():
         default_conditioning(p.encoder)  # every part is a registered encoder
         assert p.why
-    assert profiles.NAMES == ("general", "music", "oneshots", "auto")
+    assert profiles.NAMES == ("general", "music", "oneshots", "copies", "auto")
     with pytest.raises(SimsearchError, match="unknown profile"):
         profiles.encoder_for("auto")
     assert profiles.resolve("music", []) == {"name": "music", "chose": "music", "encoder": profiles.encoder_for("music"),
