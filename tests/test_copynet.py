@@ -78,9 +78,10 @@ def test_missing_foreign_or_absent_weights_are_clear_errors(tmp_path):
         get_encoder("copynet", device="cpu").embed_audio([tone(440)])
     with pytest.raises(ModelNotFoundError, match="looked for the file"):
         get_encoder("copynet", str(tmp_path / "none.pt"), "cpu")
-    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
-    with pytest.raises(SimsearchError, match="not a copynet checkpoint"):
-        get_encoder("copynet", str(tmp_path / "foreign.pt"), "cpu")
+    for foreign in ({"state_dict": {}}, {"format": copynet.FORMAT}, {"format": copynet.FORMAT, "config": {}}, [1, 2]):
+        torch.save(foreign, tmp_path / "foreign.pt")
+        with pytest.raises(SimsearchError, match="not a copynet checkpoint"):
+            get_encoder("copynet", str(tmp_path / "foreign.pt"), "cpu")
 
 
 def test_an_index_trains_it_once_and_queries_use_it(tmp_path):

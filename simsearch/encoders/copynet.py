@@ -102,10 +102,11 @@ class CopyNetEncoder(Encoder):
         """The network and what it was trained on from a COPYNET_FILE; a clear error for a missing or foreign file.
         `own`: the index's own file, which index.json does not name (the folder can move)."""
         saved = read_checkpoint("copynet", str(path), HELP)
-        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        cfg = saved.get("config") if isinstance(saved, dict) and saved.get("format") == FORMAT else None
+        if not isinstance(cfg, dict) or not isinstance(saved.get("state_dict"), dict) \
+                or not isinstance(cfg.get("channels"), list) or not isinstance(cfg.get("dim"), int):
             raise SimsearchError(f"{path} is not a copynet checkpoint ({FORMAT}); {HELP}")
-        cfg = saved["config"]
-        net = build_network(tuple(cfg["channels"]), int(cfg["dim"]))
+        net = build_network(tuple(int(c) for c in cfg["channels"]), cfg["dim"])
         self.net = load_strict("copynet", net, saved["state_dict"]).to(self.device)
         self.frame_dim, self.trained_on = int(cfg["dim"]), dict(saved.get("trained_on", {}))
         self.checkpoint = None if own else str(path)
