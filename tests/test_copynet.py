@@ -60,6 +60,9 @@ def test_training_finds_each_sound_again_under_loud_noise_and_a_room(tmp_path):
     roomed = [room_recording(x, SR, np.random.default_rng(i)) for i, x in enumerate(clips)]  # the harness's rooms
     assert rank1(noisy) >= 0.9 and rank1(roomed) >= 0.9
 
+    short, long = clips[0][: SR // 2], np.tile(clips[1], 10)  # a clip's vector does not depend on its batch
+    np.testing.assert_allclose(enc.embed_audio([short])[0], enc.embed_audio([short, long])[0], atol=1e-4)
+
     untrained, _ = copynet.train(clips, [], copynet.TrainSettings(steps=1, batch=12, lr=1e-9), progress=False)
     copynet.save(tmp_path / "untrained.pt", untrained, {})
     enc = get_encoder("copynet", str(tmp_path / "untrained.pt"), "cpu")

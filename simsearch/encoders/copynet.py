@@ -68,7 +68,7 @@ def build_network(channels: tuple[int, ...] = (16, 32, 64, 128), dim: int = 128)
             self.proj = nn.Sequential(nn.Linear(width * bands, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
 
         def forward(self, logmel):
-            h = self.conv(logmel - logmel.mean(dim=(2, 3), keepdim=True))  # a level change shifts every log-mel
+            h = self.conv(logmel)
             b, c, f, t = h.shape
             return self.proj(h.permute(0, 3, 1, 2).reshape(b, t, c * f))
 
@@ -112,13 +112,15 @@ class CopyNetEncoder(Encoder):
         self.checkpoint = None if own else str(path)
 
     def logmels(self, batch: list[np.ndarray]):
-        """[B, 1, mels, T] log-mel, padded with the log floor, and each clip's frame count."""
+        """[B, 1, mels, T] log-mel, each clip centred on its own mean (a level change shifts every log-mel),
+        zero-padded to whole output steps; and each clip's frame count."""
         import torch
 
         feats = [torch.log(self.mel(torch.as_tensor(x, dtype=torch.float32, device=self.device)) + LOG_FLOOR)
                  for x in batch]
-        t = max(POOL, max(f.shape[-1] for f in feats))
-        out = torch.full((len(feats), 1, N_MELS, t), float(np.log(LOG_FLOOR)), device=self.device)
+        feats = [f - f.mean() for f in feats]
+        t = POOL * -(-max(f.shape[-1] for f in feats) // POOL)  # whole output steps: a clip's last frames count
+        out = torch.zeros((len(feats), 1, N_MELS, t), device=self.device)
         for i, f in enumerate(feats):
             out[i, 0, :, : f.shape[-1]] = f
         return out, [f.shape[-1] for f in feats]
@@ -128,18 +130,32 @@ class CopyNetEncoder(Encoder):
 
         if self.net is None:
             raise SimsearchError(f"copynet has no weights loaded. {HELP}")
+        # Clips go through the network in groups of one padded length: padding's activations reach a clip's last
+        # steps, so a clip batched with longer ones would get another vector than alone (a row vs its query).
+        steps = -(-np.array([len(x) // HOP + 1 for x in batch]) // POOL)
+        z = np.zeros((len(batch), int(steps.max()), self.frame_dim), np.float32)
+        lengths = [0] * len(batch)
         with torch.no_grad():
-            x, lengths = self.logmels(batch)
-            z = self.net(x).float().cpu().numpy()
-        mask = np.zeros(z.shape[:2], bool)
-        for i, n in enumerate(lengths):
-            mask[i, : max(1, -(-n // POOL))] = True
-        return FrameOutput(z, mask)
+            for n in np.unique(steps):
+                group = np.flatnonzero(steps == n)
+                x, frames = self.logmels([batch[i] for i in group])
+                z[group, :n] = self.net(x).float().cpu().numpy()
+                for i, f in zip(group, frames):
+                    lengths[i] = f
+        return FrameOutput(z, held_steps(lengths, z.shape[1]))
 
     def describe(self) -> dict:
         d = super().describe()
         d["trained_on"] = self.trained_on
         return d
+
+
+def held_steps(lengths: list[int], steps: int) -> np.ndarray:
+    """[B, steps] True where an output step covers a clip's own frames (at least its first)."""
+    mask = np.zeros((len(lengths), steps), bool)
+    for i, n in enumerate(lengths):
+        mask[i, : max(1, -(-n // POOL))] = True
+    return mask
 
 
 def untrained(enc) -> list[CopyNetEncoder]:
@@ -216,9 +232,7 @@ def _pooled(net, logmel, lengths):
     import torch
 
     z = net(logmel)
-    mask = torch.zeros(z.shape[:2], device=z.device)
-    for i, n in enumerate(lengths):
-        mask[i, : max(1, -(-n // POOL))] = 1.0
+    mask = torch.as_tensor(held_steps(lengths, z.shape[1]), dtype=z.dtype, device=z.device)
     return (z * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
 
 
