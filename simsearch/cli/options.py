@@ -53,7 +53,7 @@ def add_copynet_flag(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--copynet-steps", type=int, default=TrainSettings.steps, metavar="N",
                         help="training steps of a copynet part (profile copies) on a new collection, 96 one-second "
-                             f"segments each (default {TrainSettings.steps}: about 3 minutes on 2 CPU cores)")
+                             f"segments each (default {TrainSettings.steps}: 4-6 minutes on 2 CPU cores)")
 
 
 def add_landmarks_flag(parser: argparse.ArgumentParser) -> None:

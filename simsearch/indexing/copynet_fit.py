@@ -3,14 +3,13 @@ collection, read exactly as the indexer reads them, conditioned as the part cond
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import replace
 
 import numpy as np
 
 from simsearch.audio.augment import training_rooms
 from simsearch.audio.resample import resample
-from simsearch.encoders import copynet
+from simsearch.encoders import copynet, whitening
 from simsearch.errors import SimsearchError
 from simsearch.indexing.options import IndexOptions
 from simsearch.indexing.reader import ReadSettings, stream_chunks
@@ -64,7 +63,7 @@ def conditioned_excerpts(part: copynet.CopyNetEncoder, waves: list[np.ndarray], 
 def sample_clips(enc, paths: list[str], options: IndexOptions) -> list[np.ndarray]:
     """Conditioned excerpts of up to FIT_WINDOWS windows of a seeded sample of FIT_FILES files."""
     part = copynet.untrained(enc)[0]
-    sample = random.Random(SEED).sample(sorted(paths), min(FIT_FILES, len(paths)))
+    sample = whitening.fit_sample(paths, FIT_FILES, SEED)
     settings = replace(ReadSettings.of(options, enc.sample_rate), fingerprint=False)
     rng = np.random.default_rng(SEED)
     waves: list[np.ndarray] = []
